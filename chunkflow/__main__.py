@@ -1,0 +1,5 @@
+import sys
+
+from chunkflow.cli import main
+
+sys.exit(main())

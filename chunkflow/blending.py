@@ -1,0 +1,29 @@
+"""Weight maps for blending overlapping patch predictions (strictly positive everywhere)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from chunkflow.geometry import Vec
+
+# Each per-axis profile is kept at or above this, so a 3D map stays a normal float32 (> 1e-9).
+FLOOR = 1e-3
+
+
+def _profile(kind: str, n: int) -> np.ndarray:
+    t = (np.arange(n, dtype=np.float64) + 0.5) / n  # voxel centres in (0, 1)
+    if kind == "constant":
+        return np.ones(n)
+    if kind == "bump":  # exp(-1 / (t (1 - t))), scaled to 1 at the centre
+        profile = np.exp(4.0 - 1.0 / (t * (1.0 - t)))
+    elif kind == "gaussian":  # sigma = 1/8 of the patch, as is common for sliding windows
+        profile = np.exp(-0.5 * ((t - 0.5) / 0.125) ** 2)
+    else:
+        raise ValueError(f"unknown blend '{kind}'")
+    return np.maximum(profile, FLOOR)
+
+
+def weight_map(kind: str, size: Vec) -> np.ndarray:
+    """A float32 map of shape ``size``: the outer product of per-axis profiles of ``kind``."""
+    z, y, x = (_profile(kind, n) for n in size)
+    return (z[:, None, None] * y[None, :, None] * x[None, None, :]).astype(np.float32)

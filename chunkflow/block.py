@@ -1,0 +1,140 @@
+"""One block job: read the chunk, infer its patches, write the block, then the done-marker."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from chunkflow import __version__
+from chunkflow.config import Settings
+from chunkflow.errors import ConfigError, VolumeError
+from chunkflow.grid import Block
+from chunkflow.markers import marker_path, write_json_atomic
+from chunkflow.models import file_sha256
+from chunkflow.plan import RunPlan, make_plan
+from chunkflow.volumes import Volume, open_volume, read_padded
+
+log = logging.getLogger(__name__)
+
+
+def where_it_ran(device: str) -> dict[str, Any]:
+    """Host, scheduler job and device facts for the marker."""
+    env = os.environ
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "slurm_job_id": env.get("SLURM_JOB_ID"),
+        "slurm_node": env.get("SLURMD_NODENAME"),
+        "cuda_visible_devices": env.get("CUDA_VISIBLE_DEVICES"),
+        "device": device,
+    }
+
+
+def open_output(settings: Settings) -> Volume:
+    try:
+        return open_volume(settings.output.path, mode="r+")
+    except VolumeError as err:
+        raise VolumeError(
+            f"output: {err} (it is created by the workflow's create_output rule, "
+            "or by `chunkflow create-output`)"
+        ) from None
+
+
+@dataclass
+class BlockRunner:
+    """Runs blocks of one plan with one loaded model (loaded once, reused for every block)."""
+
+    plan: RunPlan
+    fingerprint: str
+    model_sha256: str
+    _input: Volume = field(init=False)
+    _output: Volume = field(init=False)
+
+    def __post_init__(self) -> None:
+        import torch
+
+        from chunkflow.inference import Predictor, resolve_device
+        from chunkflow.models import load_model
+
+        settings = self.plan.settings
+        self._input = open_volume(settings.input.path)
+        self._output = open_output(settings)
+        device = resolve_device(settings.inference.device)
+        if device.type == "cpu":
+            torch.set_num_threads(settings.inference.threads)
+        self.predictor = Predictor(
+            model=load_model(settings.model, device),
+            geometry=self.plan.geometry,
+            blend=settings.inference.blend,
+            batch_size=settings.inference.batch_size,
+            device=device,
+            precision=settings.inference.precision,
+            output_channels=self._output.info.channels,
+        )
+
+    def run(self, block: Block) -> dict[str, Any]:
+        """Compute and write ``block``; return its marker (also written to the state dir)."""
+        from chunkflow.inference import scale_input, to_output_dtype
+
+        settings = self.plan.settings
+        started = time.time()
+        patches = self.plan.patches(block)
+        chunk_box = self.plan.chunk_box(patches)
+        raw = read_padded(self._input, chunk_box, settings.input.padding)
+        chunk = scale_input(raw, settings.input.scale)
+        read_done = time.time()
+        prediction = self.predictor.predict(chunk, chunk_box, patches, block.box)
+        result = to_output_dtype(prediction, settings.output.dtype)
+        infer_done = time.time()
+        self._output.write(block.box, result)
+        write_done = time.time()
+        marker = {
+            "block": block.id,
+            "box": block.box.to_json(),
+            "chunk_box": chunk_box.to_json(),
+            "patches": len(patches),
+            "voxels": block.box.size,
+            "timings_s": {
+                "read": round(read_done - started, 4),
+                "infer": round(infer_done - read_done, 4),
+                "write": round(write_done - infer_done, 4),
+                "total": round(write_done - started, 4),
+            },
+            "ran_on": where_it_ran(str(self.predictor.device)),
+            "model_sha256": self.model_sha256,
+            "fingerprint": self.fingerprint,
+            "chunkflow_version": __version__,
+            "output_dtype": str(result.dtype),
+            "output_sha256": hashlib.sha256(np.ascontiguousarray(result).tobytes()).hexdigest(),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        write_json_atomic(marker_path(settings.state_dir, block.id), marker)
+        log.info("block %s: %d patches in %.2f s", block.id, len(patches), write_done - started)
+        return marker
+
+
+def run_blocks(
+    settings: Settings, block_ids: list[str], expect_fingerprint: str | None = None
+) -> list[dict]:
+    """Run the named blocks in one process: the entry point of `chunkflow run-block`."""
+    plan = make_plan(settings)
+    model_sha256 = file_sha256(settings.model.path)
+    fingerprint = settings.result_fingerprint(model_sha256)
+    if expect_fingerprint is not None and expect_fingerprint != fingerprint:
+        raise ConfigError(
+            f"the result-affecting settings changed since the workflow was planned "
+            f"(fingerprint {fingerprint}, planned {expect_fingerprint}); rerun snakemake"
+        )
+    try:
+        blocks = [plan.grid.block_by_id(b) for b in block_ids]
+    except KeyError as err:
+        raise ConfigError(f"{err.args[0]}; `chunkflow plan` lists the blocks") from None
+    runner = BlockRunner(plan, fingerprint, model_sha256)
+    return [runner.run(block) for block in blocks]

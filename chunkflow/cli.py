@@ -1,0 +1,152 @@
+"""The `chunkflow` command: plan, create the output, run blocks by hand, report, make the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from chunkflow import config as config_mod
+from chunkflow.errors import ChunkflowError
+
+log = logging.getLogger("chunkflow")
+
+
+def _plan(args: argparse.Namespace):
+    from chunkflow.plan import make_plan
+
+    return make_plan(config_mod.load(args.config))
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    plan = _plan(args)
+    blocks = list(plan.grid)
+    counts = [len(plan.patches(b)) for b in blocks]
+    whole = plan.whole_roi_patch_count()
+    s = plan.settings
+    print(f"input   {s.input.path}: {plan.input_info.bounds} (z, y, x), {plan.input_info.dtype}")
+    print(f"roi     {plan.roi}, {plan.roi.size:,} voxels")
+    print(
+        f"blocks  {len(blocks)} = {' x '.join(map(str, plan.grid.shape))} of {list(s.block_size)}"
+    )
+    print(
+        f"patches {sum(counts):,} in all, {min(counts)}..{max(counts)} per block; "
+        f"a single whole-ROI pass needs {whole:,} ({sum(counts) / whole:.2f}x), "
+        f"placement {s.inference.placement}"
+    )
+    print(f"output  {s.output.path}: {s.output.dtype}, chunks {list(s.output.chunk_size)}")
+    if args.blocks:
+        for block, n in zip(blocks, counts, strict=True):
+            print(f"  {block.id}  {block.box}  {n} patches")
+
+
+def cmd_create_output(args: argparse.Namespace) -> None:
+    from chunkflow.output_store import create_output
+
+    volume, created = create_output(_plan(args))
+    verb = "created" if created else "reusing matching"
+    print(f"{verb} output {volume.path}: {volume.info.channels} channels, {volume.info.bounds}")
+    if args.record:
+        from dataclasses import asdict
+
+        from chunkflow.markers import write_json_atomic
+
+        write_json_atomic(
+            Path(args.record), {"path": volume.path, "created": created, **asdict(volume.info)}
+        )
+
+
+def cmd_run_block(args: argparse.Namespace) -> None:
+    from chunkflow.block import run_blocks
+
+    settings = config_mod.load(args.config)
+    for marker in run_blocks(settings, args.block, args.expect_fingerprint):
+        t = marker["timings_s"]
+        print(
+            f"{marker['block']}: {marker['patches']} patches, {t['total']:.2f} s on {marker['ran_on']['device']}"
+        )
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from chunkflow.markers import marker_path
+
+    plan = _plan(args)
+    ids = plan.grid.ids()
+    missing = [b for b in ids if not marker_path(plan.settings.state_dir, b).exists()]
+    print(f"{len(ids) - len(missing)}/{len(ids)} blocks done")
+    for block_id in missing[: args.show]:
+        print(f"  missing {block_id}")
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from chunkflow.markers import read_markers
+    from chunkflow.summary import format_summary, summarize
+
+    plan = _plan(args)
+    summary = summarize(plan, read_markers(plan.settings.state_dir))
+    text = format_summary(summary)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
+    if args.text:
+        Path(args.text).write_text(text + "\n")
+    print(text)
+
+
+def cmd_demo_data(args: argparse.Namespace) -> None:
+    from chunkflow.demo import write_demo
+
+    raw, model = write_demo(args.dir)
+    print(f"demo volume {raw}\ndemo model  {model}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="chunkflow", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+        cp = sub.add_parser(name, help=help, description=help)
+        cp.set_defaults(func=func)
+        if name != "demo-data":
+            cp.add_argument("-c", "--config", default="config/config.yaml", help="config YAML")
+        return cp
+
+    command("plan", cmd_plan, "show the block grid and patch counts").add_argument(
+        "--blocks", action="store_true", help="list every block"
+    )
+    command(
+        "create-output", cmd_create_output, "create the output store (or check an existing one)"
+    ).add_argument("--record", help="also write the output's metadata as JSON here")
+    rb = command("run-block", cmd_run_block, "compute blocks by id, without Snakemake")
+    rb.add_argument("block", nargs="+", help="block ids such as z0_y1_x2")
+    rb.add_argument("--expect-fingerprint", help="refuse to run if the settings hash differs")
+    command("status", cmd_status, "count finished blocks").add_argument(
+        "--show", type=int, default=20, help="list at most this many missing blocks"
+    )
+    sm = command("summary", cmd_summary, "aggregate the done-markers")
+    sm.add_argument("--json", help="also write the summary as JSON here")
+    sm.add_argument("--text", help="also write the summary text here")
+    command("demo-data", cmd_demo_data, "write the synthetic demo volume and model").add_argument(
+        "--dir", default="resources/demo", help="where to write them"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+    )
+    try:
+        args.func(args)
+    except ChunkflowError as err:
+        print(f"chunkflow: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

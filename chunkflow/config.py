@@ -1,0 +1,237 @@
+"""The run configuration: schema validation with one-line errors, defaults, typed settings."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from chunkflow.errors import ConfigError
+from chunkflow.geometry import Vec, vec
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+
+
+@cache
+def schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    path: str
+    scale: str
+    padding: str
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    path: str
+    dtype: str
+    chunk_size: Vec
+    zarr_format: int
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    path: str
+    weights: str | None
+    input_patch_size: Vec
+    output_patch_size: Vec
+    output_channels: int | None
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    placement: str
+    overlap: Vec
+    crop_margin: Vec
+    blend: str
+    batch_size: int
+    device: str
+    precision: str
+    threads: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A validated configuration; paths as written (relative to the run directory)."""
+
+    input: InputSettings
+    output: OutputSettings
+    roi_offset: Vec | None
+    roi_size: Vec | None
+    block_size: Vec
+    model: ModelSettings
+    inference: InferenceSettings
+    state_dir: str
+
+    def result_fingerprint(self, model_sha256: str) -> str:
+        """A hash of every setting that can change the written numbers, and of the model file.
+
+        Batch size, device, threads and the state directory are left out: changing them must not
+        rerun finished blocks.
+        """
+        inference = asdict(self.inference)
+        for key in ("batch_size", "device", "threads"):
+            inference.pop(key)
+        relevant = {
+            "input": asdict(self.input),
+            "output": asdict(self.output),
+            "roi": [self.roi_offset, self.roi_size],
+            "block_size": self.block_size,
+            "model": {**asdict(self.model), "sha256": model_sha256},
+            "inference": inference,
+        }
+        text = json.dumps(relevant, sort_keys=True, default=list)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file; a missing or malformed file is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' not found; pass an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(
+            f"config file '{path}' is not valid YAML{where}; fix its syntax"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file '{path}' must hold a mapping of keys, not {type(data).__name__}"
+        )
+    return data
+
+
+def _key(path: list[Any]) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _explain(error: Any) -> str:
+    """One line for a jsonschema error: what is wrong, and how to fix it."""
+    path = list(error.absolute_path)
+    key = _key(path)
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        parts = []
+        for name in sorted(set(error.instance) - set(known)):
+            close = difflib.get_close_matches(name, known, n=1)
+            parts.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        where = f" in '{key}'" if path else ""
+        return f"unknown config key {', '.join(parts)}{where}; valid keys: {', '.join(known)}"
+    if error.validator == "required":
+        missing = error.message.split("'")[1]
+        full = f"{key}.{missing}" if path else missing
+        return f"config key '{full}' is missing; add it (see config/README.md)"
+    if error.validator == "enum":
+        options = ", ".join(str(o) for o in error.validator_value)
+        return f"config key '{key}' is {error.instance!r}; use one of: {options}"
+    if path and isinstance(path[-1], int):  # one entry of a [z, y, x] list
+        minimum = error.schema.get("minimum")
+        bound = f" ≥ {minimum}" if minimum is not None else ""
+        return (
+            f"config key '{_key(path[:-1])}' must be a list of 3 integers{bound} [z, y, x]; "
+            f"entry {path[-1]} is {error.instance!r}"
+        )
+    if error.validator in ("minItems", "maxItems") or error.validator_value == "array":
+        return f"config key '{key}' must be a list of 3 integers [z, y, x], got {error.instance!r}"
+    if error.validator == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"config key '{key or '(top level)'}' must be of type {expected}, got {error.instance!r}"
+    if error.validator == "minimum":
+        return f"config key '{key}' must be ≥ {error.validator_value}, got {error.instance!r}"
+    return f"config key '{key}': {error.message}"
+
+
+def _apply_defaults(node: dict[str, Any], data: dict[str, Any]) -> None:
+    for name, sub in node.get("properties", {}).items():
+        if name not in data and "default" in sub:
+            data[name] = copy.deepcopy(sub["default"])
+        if isinstance(data.get(name), dict) and sub.get("type") == "object":
+            _apply_defaults(sub, data[name])
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Check ``config`` against the schema; return a copy with defaults filled in."""
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
+    if errors:
+        raise ConfigError(_explain(errors[0]))
+    data = copy.deepcopy(config)
+    _apply_defaults(schema(), data)
+    return data
+
+
+def _quarter(size: Vec) -> Vec:
+    return vec(s // 4 for s in size)
+
+
+def parse(config: dict[str, Any]) -> Settings:
+    """Validate a config mapping and turn it into Settings, checking the patch geometry."""
+    data = validate(config)
+    model, inference, roi = data["model"], data["inference"], data.get("roi", {})
+    input_patch = vec(model["input_patch_size"])
+    output_patch = vec(model.get("output_patch_size", input_patch))
+    for axis, pi, po in zip("zyx", input_patch, output_patch, strict=True):
+        if po > pi:
+            raise ConfigError(
+                f"model.output_patch_size {list(output_patch)} is larger than "
+                f"model.input_patch_size {list(input_patch)} along {axis}; the output patch must fit in the input"
+            )
+        if (pi - po) % 2:
+            raise ConfigError(
+                f"model.input_patch_size - model.output_patch_size is odd along {axis} ({pi} - {po}); "
+                "the context must be the same on both sides: make the difference even"
+            )
+    overlap = vec(inference.get("overlap", _quarter(output_patch)))
+    for axis, o, po in zip("zyx", overlap, output_patch, strict=True):
+        if o >= po:
+            raise ConfigError(
+                f"inference.overlap {list(overlap)} must be smaller than model.output_patch_size "
+                f"{list(output_patch)} along {axis}; use e.g. {list(_quarter(output_patch))}"
+            )
+    return Settings(
+        input=InputSettings(**data["input"]),
+        output=OutputSettings(
+            **{**data["output"], "chunk_size": vec(data["output"]["chunk_size"])}
+        ),
+        roi_offset=vec(roi["offset"]) if "offset" in roi else None,
+        roi_size=vec(roi["size"]) if "size" in roi else None,
+        block_size=vec(data["block_size"]),
+        model=ModelSettings(
+            path=model["path"],
+            weights=model["weights"],
+            input_patch_size=input_patch,
+            output_patch_size=output_patch,
+            output_channels=model["output_channels"],
+        ),
+        inference=InferenceSettings(
+            placement=inference["placement"],
+            overlap=overlap,
+            crop_margin=vec(inference.get("crop_margin", _quarter(output_patch))),
+            blend=inference["blend"],
+            batch_size=inference["batch_size"],
+            device=inference["device"],
+            precision=inference["precision"],
+            threads=inference["threads"],
+        ),
+        state_dir=data["state_dir"],
+    )
+
+
+def load(path: str | Path) -> Settings:
+    return parse(load_yaml(path))

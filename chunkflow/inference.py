@@ -1,0 +1,124 @@
+"""Patch-wise inference with blending: batched forward passes into float32 sum / weight-sum.
+
+The accumulators cover only the target box (the block), live on the model's device, and patches
+are added in the order given, so a voxel gets the same additions in the same order whichever
+block computes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from chunkflow.blending import weight_map
+from chunkflow.errors import ConfigError, ModelError
+from chunkflow.geometry import Box
+from chunkflow.placement import PatchGeometry
+
+_AUTOCAST = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when a device is visible, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "inference.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'"
+        )
+    return torch.device(name)
+
+
+def scale_input(data: np.ndarray, mode: str) -> np.ndarray:
+    """float32 network input; with ``auto`` integers map to [0, 1] (uint8 / 255)."""
+    if mode == "auto" and np.issubdtype(data.dtype, np.integer):
+        info = np.iinfo(data.dtype)
+        return (data.astype(np.float32) - info.min) / np.float32(info.max - info.min)
+    return data.astype(np.float32, copy=False)
+
+
+def to_output_dtype(data: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 predictions as the output dtype; uint8 clips to [0, 1], scales by 255, rounds."""
+    if dtype == "uint8":
+        return np.rint(np.clip(data, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return data.astype(dtype)
+
+
+@dataclass
+class Predictor:
+    """A loaded network plus everything that decides how its patch outputs are combined."""
+
+    model: torch.nn.Module
+    geometry: PatchGeometry
+    blend: str
+    batch_size: int
+    device: torch.device
+    precision: str = "float32"
+    output_channels: int | None = None
+
+    def __post_init__(self) -> None:
+        weights = weight_map(self.blend, self.geometry.output_size)
+        self._weights = torch.from_numpy(weights).to(self.device)[None]  # (1, z, y, x)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision])
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), self._autocast():
+            out = self.model(batch)
+        expected = self.geometry.output_size
+        if out.ndim != 5 or tuple(out.shape[2:]) != expected or out.shape[0] != batch.shape[0]:
+            raise ModelError(
+                f"the model returned shape {list(out.shape)} for input {list(batch.shape)}; "
+                f"expected (batch, channels, {', '.join(map(str, expected))}): "
+                "check model.input_patch_size / model.output_patch_size"
+            )
+        if self.output_channels is not None and out.shape[1] != self.output_channels:
+            raise ModelError(
+                f"the model returned {out.shape[1]} channels but model.output_channels is "
+                f"{self.output_channels}; fix model.output_channels or the model"
+            )
+        return out.float()
+
+    def predict(
+        self, chunk: np.ndarray, chunk_box: Box, patches: list[Box], target: Box
+    ) -> np.ndarray:
+        """Blend the predictions of ``patches`` (output boxes) into ``target``.
+
+        Args:
+            chunk: scaled float32 input covering ``chunk_box``, shape (z, y, x) or (c, z, y, x).
+            chunk_box: global voxel box of ``chunk``; holds every patch's input box.
+            patches: output boxes of the patches, in a fixed order.
+            target: the box to return; every voxel must be covered by some patch.
+
+        Returns:
+            float32 array (channels, *target.shape): weighted sum / weight sum.
+        """
+        source = torch.from_numpy(chunk if chunk.ndim == 4 else chunk[None])
+        total = weight_total = None
+        for first in range(0, len(patches), self.batch_size):
+            group = patches[first : first + self.batch_size]
+            inputs = torch.stack(
+                [
+                    source[(slice(None), *self.geometry.input_box(p).slices(chunk_box.start))]
+                    for p in group
+                ]
+            )
+            outputs = self._forward(inputs.to(self.device, non_blocking=True))
+            if total is None:
+                total = torch.zeros((outputs.shape[1], *target.shape), device=self.device)
+                weight_total = torch.zeros((1, *target.shape), device=self.device)
+            for patch, output in zip(group, outputs, strict=True):
+                overlap = patch.intersect(target)
+                src = (slice(None), *overlap.slices(patch.start))
+                dst = (slice(None), *overlap.slices(target.start))
+                total[dst] += output[src] * self._weights[src]
+                weight_total[dst] += self._weights[src]
+        if total is None:
+            raise ValueError("predict() needs at least one patch")
+        return (total / weight_total).cpu().numpy()

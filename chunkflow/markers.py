@@ -1,0 +1,37 @@
+"""Done-markers: one small JSON per finished block, written last and atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def marker_dir(state_dir: str) -> Path:
+    return Path(state_dir) / "blocks"
+
+
+def marker_path(state_dir: str, block_id: str) -> Path:
+    return marker_dir(state_dir) / f"{block_id}.json"
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename: readers never see half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_markers(state_dir: str) -> list[dict[str, Any]]:
+    """All done-markers of a run, sorted by block id."""
+    return [json.loads(p.read_text()) for p in sorted(marker_dir(state_dir).glob("*.json"))]

@@ -1,0 +1,81 @@
+"""Loading models: TorchScript, torch.export archives, or a Python file plus a weights file."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from chunkflow.config import ModelSettings
+from chunkflow.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(1 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def check_model_files(settings: ModelSettings) -> None:
+    """Fail early, with one line, when the model files named in the config cannot be used."""
+    if not Path(settings.path).is_file():
+        raise ConfigError(f"model.path '{settings.path}' not found; point it at your model file")
+    is_python = settings.path.endswith(".py")
+    if is_python and settings.weights is None:
+        raise ConfigError(f"model.path '{settings.path}' is a Python file: set model.weights too")
+    if not is_python and settings.weights is not None:
+        raise ConfigError(
+            "model.weights is only used with a .py model; a TorchScript or torch.export file "
+            "carries its own weights: remove model.weights"
+        )
+    if settings.weights is not None and not Path(settings.weights).is_file():
+        raise ConfigError(f"model.weights '{settings.weights}' not found; check the path")
+
+
+def _from_python_file(path: str, weights: str) -> torch.nn.Module:
+    import torch
+
+    spec = importlib.util.spec_from_file_location(f"chunkflow_user_model_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    build = getattr(module, "build_model", None)
+    if build is None:
+        raise ModelError(f"'{path}' defines no build_model(); add one returning the network")
+    network = build()
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        network.load_state_dict(state)
+    except Exception as err:
+        raise ModelError(
+            f"cannot load weights '{weights}' into the network of '{path}': {err}"
+        ) from None
+    return network
+
+
+def load_model(settings: ModelSettings, device: torch.device) -> torch.nn.Module:
+    """The network in eval mode on ``device``."""
+    import torch
+
+    check_model_files(settings)
+    path = settings.path
+    try:
+        if path.endswith(".py"):
+            network = _from_python_file(path, settings.weights)  # type: ignore[arg-type]
+        elif path.endswith(".pt2"):
+            network = torch.export.load(path).module()
+        else:
+            network = torch.jit.load(path, map_location="cpu")
+    except ModelError:
+        raise
+    except Exception as err:
+        raise ModelError(f"cannot load model '{path}': {str(err).splitlines()[0]}") from None
+    network = network.to(device)
+    if hasattr(network, "eval") and not path.endswith(".pt2"):
+        network.eval()
+    return network

@@ -1,0 +1,85 @@
+"""Where patches go: the global ``exact`` lattice and the chunk-local ``crop`` lattice.
+
+Sizes here are per axis: input patch ``Pi``, output patch ``Po``, overlap ``O``, stride ``Po - O``,
+context ``(Pi - Po) / 2``. A patch is identified by its *output* box; its input box is the output
+box grown by the context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chunkflow.geometry import Box, Vec, boxes_product, sub, vec
+
+
+@dataclass(frozen=True)
+class PatchGeometry:
+    input_size: Vec
+    output_size: Vec
+    overlap: Vec
+
+    @property
+    def stride(self) -> Vec:
+        return sub(self.output_size, self.overlap)
+
+    @property
+    def context(self) -> Vec:
+        return vec((i - o) // 2 for i, o in zip(self.input_size, self.output_size, strict=True))
+
+    def input_box(self, output_box: Box) -> Box:
+        return output_box.grow(self.context)
+
+
+def lattice_starts(start: int, length: int, patch: int, stride: int) -> list[int]:
+    """Patch starts covering ``[start, start + length)``; the last one is shifted back to end there.
+
+    A range shorter than one patch gets a single patch at ``start`` (reaching past the end).
+    """
+    last = start + length - patch
+    if last <= start:
+        return [start]
+    return [*range(start, last, stride), last]
+
+
+def _touching(starts: list[int], patch: int, lo: int, hi: int) -> list[tuple[int, int]]:
+    return [(s, s + patch) for s in starts if s < hi and s + patch > lo]
+
+
+def exact_patches(roi: Box, block: Box, geometry: PatchGeometry) -> list[Box]:
+    """Patches of the global lattice anchored at the ROI start whose output touches ``block``."""
+    per_axis = tuple(
+        _touching(lattice_starts(r0, r1 - r0, p, s), p, b0, b1)
+        for r0, r1, b0, b1, p, s in zip(
+            roi.start,
+            roi.stop,
+            block.start,
+            block.stop,
+            geometry.output_size,
+            geometry.stride,
+            strict=True,
+        )
+    )
+    return list(boxes_product(per_axis))
+
+
+def crop_region(block: Box, margin: Vec) -> Box:
+    """The output region a ``crop`` chunk predicts: the block grown by the margin on each side."""
+    return block.grow(margin)
+
+
+def crop_patches(block: Box, geometry: PatchGeometry, margin: Vec) -> list[Box]:
+    """Patches tiling the block + margin on a chunk-local lattice, keeping those touching the block."""
+    region = crop_region(block, margin)
+    per_axis = tuple(
+        _touching(lattice_starts(c0, c1 - c0, p, s), p, b0, b1)
+        for c0, c1, b0, b1, p, s in zip(
+            region.start,
+            region.stop,
+            block.start,
+            block.stop,
+            geometry.output_size,
+            geometry.stride,
+            strict=True,
+        )
+    )
+    return list(boxes_product(per_axis))

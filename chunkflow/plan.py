@@ -1,0 +1,118 @@
+"""A run's plan: the settings resolved against the input volume (ROI, block grid, patches)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chunkflow.config import Settings
+from chunkflow.errors import ConfigError, VolumeError
+from chunkflow.geometry import Box, Vec, bounding_box, sub
+from chunkflow.grid import Block, BlockGrid, nearest_multiples
+from chunkflow.models import check_model_files
+from chunkflow.placement import PatchGeometry, crop_patches, exact_patches, lattice_starts
+from chunkflow.volumes import VolumeInfo, open_volume
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    settings: Settings
+    input_info: VolumeInfo
+    roi: Box
+    grid: BlockGrid
+    geometry: PatchGeometry
+
+    def patches(self, block: Block) -> list[Box]:
+        """Output boxes of the patches whose predictions make up ``block``, in a fixed order."""
+        if self.settings.inference.placement == "exact":
+            return exact_patches(self.roi, block.box, self.geometry)
+        return crop_patches(block.box, self.geometry, self.settings.inference.crop_margin)
+
+    def chunk_box(self, patches: list[Box]) -> Box:
+        """The input box a block reads: its patches' input boxes together."""
+        return self.geometry.input_box(bounding_box(patches))
+
+    def output_info(self, channels: int) -> VolumeInfo:
+        """The output volume covers the ROI and inherits the input's resolution."""
+        return VolumeInfo(
+            shape=self.roi.shape,
+            dtype=self.settings.output.dtype,
+            chunk_size=self.settings.output.chunk_size,
+            voxel_offset=self.roi.start,
+            resolution=self.input_info.resolution,
+            channels=channels,
+        )
+
+    def whole_roi_patch_count(self) -> int:
+        """Patches one pass over the whole ROI would run (the exact lattice)."""
+        count = 1
+        for r0, r1, p, s in zip(
+            self.roi.start,
+            self.roi.stop,
+            self.geometry.output_size,
+            self.geometry.stride,
+            strict=True,
+        ):
+            count *= len(lattice_starts(r0, r1 - r0, p, s))
+        return count
+
+
+def _resolve_roi(settings: Settings, bounds: Box) -> Box:
+    offset = settings.roi_offset if settings.roi_offset is not None else bounds.start
+    size = settings.roi_size if settings.roi_size is not None else sub(bounds.stop, offset)
+    if any(s <= 0 for s in size):
+        raise ConfigError(
+            f"roi.offset {list(offset)} lies outside the input bounds {bounds}; fix roi.offset"
+        )
+    roi = Box.from_shape(offset, size)
+    if not bounds.contains(roi):
+        raise ConfigError(
+            f"the ROI {roi} reaches outside the input volume {bounds}; "
+            "shrink roi.size or move roi.offset (the ROI must lie inside the input)"
+        )
+    return roi
+
+
+def _check_block_size(block_size: Vec, chunk_size: Vec) -> None:
+    bad = [a for a, b, c in zip("zyx", block_size, chunk_size, strict=True) if b % c]
+    if not bad:
+        return
+    pairs = [nearest_multiples(b, c) for b, c in zip(block_size, chunk_size, strict=True)]
+    lower = [
+        lo if b % c else b for (lo, _), b, c in zip(pairs, block_size, chunk_size, strict=True)
+    ]
+    upper = [
+        hi if b % c else b for (_, hi), b, c in zip(pairs, block_size, chunk_size, strict=True)
+    ]
+    options = " or ".join(str(o) for o in dict.fromkeys(map(str, (lower, upper))))
+    raise ConfigError(
+        f"block_size {list(block_size)} is not a whole multiple of output.chunk_size "
+        f"{list(chunk_size)} along {', '.join(bad)}; nearest valid block sizes: {options}"
+    )
+
+
+def _check_patch_fits(roi: Box, output_patch: Vec) -> None:
+    for axis, size, patch in zip("zyx", roi.shape, output_patch, strict=True):
+        if patch > size:
+            raise ConfigError(
+                f"model.output_patch_size is {patch} along {axis} but the ROI is only {size} voxels: "
+                "padding only supplies context, the predicted patch must fit in the ROI; "
+                "use a smaller patch or a larger roi.size"
+            )
+
+
+def make_plan(settings: Settings, input_info: VolumeInfo | None = None) -> RunPlan:
+    """Resolve ``settings`` against the input volume (opened for its metadata only)."""
+    if input_info is None:
+        try:
+            input_info = open_volume(settings.input.path).info
+        except VolumeError as err:
+            raise ConfigError(f"input.path: {err}") from None
+    check_model_files(settings.model)
+    roi = _resolve_roi(settings, input_info.bounds)
+    _check_block_size(settings.block_size, settings.output.chunk_size)
+    model = settings.model
+    _check_patch_fits(roi, model.output_patch_size)
+    geometry = PatchGeometry(
+        model.input_patch_size, model.output_patch_size, settings.inference.overlap
+    )
+    return RunPlan(settings, input_info, roi, BlockGrid(roi, settings.block_size), geometry)

@@ -1,0 +1,92 @@
+"""What the Snakefile needs from a config: block ids, the result fingerprint, job resources.
+
+Pure Python (no Snakemake import), so it is unit-tested like the rest of the package.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from chunkflow import config as config_mod
+from chunkflow.markers import marker_dir
+from chunkflow.models import file_sha256
+from chunkflow.plan import RunPlan, make_plan
+
+
+@dataclass(frozen=True)
+class WorkflowPlan:
+    plan: RunPlan
+    fingerprint: str
+    config_path: str
+
+    @property
+    def state_dir(self) -> str:
+        return self.plan.settings.state_dir
+
+    @property
+    def block_ids(self) -> list[str]:
+        return self.plan.grid.ids()
+
+    @property
+    def marker_pattern(self) -> str:
+        return str(marker_dir(self.state_dir) / "{block}.json")
+
+    @property
+    def output_record(self) -> str:
+        return str(Path(self.state_dir) / "output.json")
+
+    @property
+    def summary_json(self) -> str:
+        return str(Path(self.state_dir) / "summary.json")
+
+    @property
+    def summary_text(self) -> str:
+        return str(Path(self.state_dir) / "summary.txt")
+
+    def log(self, rule: str, name: str = "") -> str:
+        return str(
+            Path(self.state_dir) / "logs" / (f"{rule}/{name}.log" if name else f"{rule}.log")
+        )
+
+    def block_mem_mb(self) -> int:
+        """A generous estimate of a block job's memory: chunk, accumulators, model, runtime."""
+        block = self.plan.grid.block((0, 0, 0))
+        patches = self.plan.patches(block)
+        chunk_voxels = self.plan.chunk_box(patches).size * (self.plan.input_info.channels or 1)
+        channels = self.plan.settings.model.output_channels or 4
+        data_bytes = 8 * chunk_voxels + 4 * block.box.size * (2 * channels + 1)
+        return 1024 + math.ceil(2 * data_bytes / 2**20)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if path.exists() and path.read_text() == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def prepare(config: dict[str, Any]) -> WorkflowPlan:
+    """Validate ``config``, plan the run, and store the config where block jobs read it.
+
+    The stored copy is rewritten only when its content changes. Jobs get its path, not its
+    content, so settings that cannot change the result (batch size, device) rerun nothing.
+    Also puts this Python's bin folder first on PATH, so jobs find the `chunkflow` command.
+    """
+    settings = config_mod.parse(config)
+    plan = make_plan(settings)
+    fingerprint = settings.result_fingerprint(file_sha256(settings.model.path))
+    config_path = Path(settings.state_dir) / "config.yaml"
+    _write_if_changed(config_path, yaml.safe_dump(config, sort_keys=True))
+    bin_dir = os.path.dirname(sys.executable)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    return WorkflowPlan(plan, fingerprint, str(config_path))

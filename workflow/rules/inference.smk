@@ -1,0 +1,55 @@
+localrules:
+    create_output,
+    summary,
+
+
+rule create_output:
+    input:
+        model=ancient(config["model"]["path"]),
+    output:
+        RUN.output_record,
+    params:
+        config=RUN.config_path,
+    log:
+        RUN.log("create_output"),
+    shell:
+        "chunkflow create-output --config {params.config} --record {output} > {log} 2>&1"
+
+
+rule infer_block:
+    input:
+        ancient(RUN.output_record),
+        model=ancient(config["model"]["path"]),
+    output:
+        RUN.marker_pattern,
+    params:
+        config=RUN.config_path,
+        fingerprint=RUN.fingerprint,
+    threads: RUN.plan.settings.inference.threads
+    resources:
+        mem_mb=RUN.block_mem_mb(),
+    log:
+        RUN.log("infer_block", "{block}"),
+    shell:
+        "chunkflow run-block --config {params.config} --expect-fingerprint {params.fingerprint}"
+        " {wildcards.block} > {log} 2>&1"
+
+
+rule summary:
+    input:
+        expand(RUN.marker_pattern, block=RUN.block_ids),
+    output:
+        json=RUN.summary_json,
+        text=RUN.summary_text,
+    params:
+        config=RUN.config_path,
+    log:
+        RUN.log("summary"),
+    shell:
+        "chunkflow summary --config {params.config} --json {output.json} --text {output.text}"
+        " > {log} 2>&1"
+
+
+onsuccess:
+    if Path(RUN.summary_text).exists():
+        print(Path(RUN.summary_text).read_text())
