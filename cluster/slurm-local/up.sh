@@ -2,6 +2,7 @@
 # Start a one-node SLURM cluster on this machine (root, no systemd) with one fake GPU.
 # Idempotent: installs what is missing, (re)writes the config, starts only daemons that
 # are not running, records the PIDs it starts in $STATE_DIR (stop them with down.sh).
+# Env: CHUNKFLOW_SLURM_STATE (PID and log dir), CHUNKFLOW_SLURM_TIMEOUT (seconds per wait).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
