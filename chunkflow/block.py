@@ -88,6 +88,11 @@ class BlockRunner:
         patches = self.plan.patches(block)
         chunk_box = self.plan.chunk_box(patches)
         raw = read_padded(self._input, chunk_box, settings.input.padding)
+        if np.issubdtype(raw.dtype, np.floating) and not np.isfinite(raw).all():
+            raise VolumeError(
+                f"block {block.id}: the input in {chunk_box} holds NaN or infinite values, which "
+                "would spread into every overlapping patch; repair the input or exclude the region"
+            )
         chunk = scale_input(raw, settings.input.scale)
         read_done = time.time()
         prediction = self.predictor.predict(chunk, chunk_box, patches, block.box)

@@ -38,7 +38,9 @@ class ValidConvNet(nn.Module):
 class ConstantNet(nn.Module):
     """Outputs ``value`` everywhere, in ``channels`` channels, cropping ``crop`` per side."""
 
-    def __init__(self, value: float, channels: int = 1, crop: tuple[int, int, int] = (0, 0, 0)) -> None:
+    def __init__(
+        self, value: float, channels: int = 1, crop: tuple[int, int, int] = (0, 0, 0)
+    ) -> None:
         super().__init__()
         self.value = value
         self.channels = channels
@@ -47,7 +49,9 @@ class ConstantNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cz, cy, cx = self.crop
         z, y, x_ = x.shape[2] - 2 * cz, x.shape[3] - 2 * cy, x.shape[4] - 2 * cx
-        return torch.full((x.shape[0], self.channels, z, y, x_), self.value, dtype=x.dtype, device=x.device)
+        return torch.full(
+            (x.shape[0], self.channels, z, y, x_), self.value, dtype=x.dtype, device=x.device
+        )
 
 
 def save_torchscript(module: nn.Module, path: Path) -> str:
@@ -101,3 +105,17 @@ def config_with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
         else:
             node[last] = value
     return out
+
+
+def dry_run_job_counts(stdout: str) -> dict[str, int]:
+    """Rule -> job count from the "Job stats" table Snakemake prints ({} when nothing to do)."""
+    if "Job stats:" not in stdout:
+        return {}
+    lines = stdout.split("Job stats:", 1)[1].splitlines()
+    counts = {}
+    for line in lines[3:]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
