@@ -58,14 +58,16 @@ class BlockRunner:
     _output: Volume = field(init=False)
 
     def __post_init__(self) -> None:
+        settings = self.plan.settings
+        self._output = open_output(settings)
+        self.plan.check_existing_output()  # never write into a store laid out for other settings
+        self._input = open_volume(settings.input.path)
+
         import torch
 
         from chunkflow.inference import Predictor, resolve_device
         from chunkflow.models import load_model
 
-        settings = self.plan.settings
-        self._input = open_volume(settings.input.path)
-        self._output = open_output(settings)
         device = resolve_device(settings.inference.device)
         if device.type == "cpu":
             torch.set_num_threads(settings.inference.threads)

@@ -15,9 +15,10 @@ log = logging.getLogger("chunkflow")
 
 
 def _plan(args: argparse.Namespace):
+    settings = config_mod.load(args.config)  # config errors first, before the heavier imports
     from chunkflow.plan import make_plan
 
-    return make_plan(config_mod.load(args.config))
+    return make_plan(settings)
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
@@ -45,7 +46,9 @@ def cmd_plan(args: argparse.Namespace) -> None:
 def cmd_create_output(args: argparse.Namespace) -> None:
     from chunkflow.output_store import create_output
 
-    volume, created = create_output(_plan(args))
+    plan = _plan(args)
+    plan.check_existing_output()  # a mismatching store is refused before the model is loaded
+    volume, created = create_output(plan)
     verb = "created" if created else "reusing matching"
     print(f"{verb} output {volume.path}: {volume.info.channels} channels, {volume.info.bounds}")
     if args.record:
@@ -145,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     except ChunkflowError as err:
         print(f"chunkflow: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a path that cannot be written or read: no traceback for that
+        print(f"chunkflow: error: {err}; check the path and its permissions", file=sys.stderr)
+        return 1
     return 0
 
 

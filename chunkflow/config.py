@@ -94,19 +94,52 @@ class Settings:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(f"'{key}' appears twice (lines {first} and {second})")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:  # the keys as written: merged ones (<<) may be overridden
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: the schema reports it
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise _DuplicateKey(key, first, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file; a missing or malformed file is a ConfigError."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file '{path}' is a directory; pass the YAML file itself")
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found; pass an existing YAML file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+    except _DuplicateKey as err:
+        raise ConfigError(f"config file '{path}': key {err}; keep one of them") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(
             f"config file '{path}' is not valid YAML{where}; fix its syntax"
         ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file '{path}' cannot be read ({err}); check the file") from None
+    if data is None:
+        raise ConfigError(
+            f"config file '{path}' is empty; write the settings (see config/README.md)"
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             f"config file '{path}' must hold a mapping of keys, not {type(data).__name__}"
@@ -155,6 +188,12 @@ def _explain(error: Any) -> str:
     return f"config key '{key}': {error.message}"
 
 
+def _error_rank(error: Any) -> tuple[int, int]:
+    """Report shallow errors first and, at one depth, unknown keys before missing ones: a typo
+    (``blocksize``) is what explains the missing key (``block_size``)."""
+    return len(error.absolute_path), 0 if error.validator == "additionalProperties" else 1
+
+
 def _apply_defaults(node: dict[str, Any], data: dict[str, Any]) -> None:
     for name, sub in node.get("properties", {}).items():
         if name not in data and "default" in sub:
@@ -168,7 +207,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     import jsonschema
 
     validator = jsonschema.Draft7Validator(schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
+    errors = sorted(validator.iter_errors(config), key=_error_rank)
     if errors:
         raise ConfigError(_explain(errors[0]))
     data = copy.deepcopy(config)

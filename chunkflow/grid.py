@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from chunkflow.geometry import Box, Vec, ceil_div, vec
 
-BLOCK_ID_PATTERN = r"z\d+_y\d+_x\d+"
-_BLOCK_ID = re.compile(r"z(\d+)_y(\d+)_x(\d+)")
+_INDEX = r"(?:0|[1-9]\d*)"  # no leading zeros: exactly one id per block
+BLOCK_ID_PATTERN = rf"z{_INDEX}_y{_INDEX}_x{_INDEX}"
+_BLOCK_ID = re.compile(rf"z({_INDEX})_y({_INDEX})_x({_INDEX})")
 
 
 @dataclass(frozen=True)

@@ -69,8 +69,17 @@ class Predictor:
         return torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision])
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), self._autocast():
-            out = self.model(batch)
+        try:
+            with torch.inference_mode(), self._autocast():
+                out = self.model(batch)
+        except RuntimeError as err:
+            first = next(
+                (line for line in str(err).splitlines() if line.strip()), type(err).__name__
+            )
+            raise ModelError(
+                f"the model failed on a batch of shape {list(batch.shape)}: {first.strip()}; "
+                "check model.input_patch_size and the model's expected input"
+            ) from None
         expected = self.geometry.output_size
         if out.ndim != 5 or tuple(out.shape[2:]) != expected or out.shape[0] != batch.shape[0]:
             raise ModelError(
@@ -80,8 +89,9 @@ class Predictor:
             )
         if self.output_channels is not None and out.shape[1] != self.output_channels:
             raise ModelError(
-                f"the model returned {out.shape[1]} channels but model.output_channels is "
-                f"{self.output_channels}; fix model.output_channels or the model"
+                f"the model returned {out.shape[1]} channels but {self.output_channels} are "
+                "expected (model.output_channels, or the existing output store's channel count); "
+                "fix the config or the model"
             )
         return out.float()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from chunkflow.config import Settings
 from chunkflow.errors import ConfigError, VolumeError
@@ -10,7 +11,7 @@ from chunkflow.geometry import Box, Vec, bounding_box, sub
 from chunkflow.grid import Block, BlockGrid, nearest_multiples
 from chunkflow.models import check_model_files
 from chunkflow.placement import PatchGeometry, crop_patches, exact_patches, lattice_starts
-from chunkflow.volumes import VolumeInfo, open_volume
+from chunkflow.volumes import VolumeInfo, check_existing, open_volume
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,18 @@ class RunPlan:
             resolution=self.input_info.resolution,
             channels=channels,
         )
+
+    def check_existing_output(self) -> None:
+        """Refuse an existing output store that disagrees with this plan (ROI, dtype, chunks,
+        resolution, zarr format, and model.output_channels when set), without loading the model.
+
+        Without model.output_channels the store's channel count is taken as given: only a model
+        forward pass can check it.
+        """
+        path = self.settings.output.path
+        if Path(path).exists():
+            channels = self.settings.model.output_channels or open_volume(path).info.channels
+            check_existing(path, self.output_info(channels), self.settings.output.zarr_format)
 
     def whole_roi_patch_count(self) -> int:
         """Patches one pass over the whole ROI would run (the exact lattice)."""
@@ -102,14 +115,15 @@ def _check_patch_fits(roi: Box, output_patch: Vec) -> None:
 
 def make_plan(settings: Settings, input_info: VolumeInfo | None = None) -> RunPlan:
     """Resolve ``settings`` against the input volume (opened for its metadata only)."""
+    # the checks that need no volume first: a mistake there costs no I/O
+    check_model_files(settings.model)
+    _check_block_size(settings.block_size, settings.output.chunk_size)
     if input_info is None:
         try:
             input_info = open_volume(settings.input.path).info
         except VolumeError as err:
             raise ConfigError(f"input.path: {err}") from None
-    check_model_files(settings.model)
     roi = _resolve_roi(settings, input_info.bounds)
-    _check_block_size(settings.block_size, settings.output.chunk_size)
     model = settings.model
     _check_patch_fits(roi, model.output_patch_size)
     geometry = PatchGeometry(

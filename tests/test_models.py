@@ -13,7 +13,7 @@ from run_helpers import run_all_blocks
 from chunkflow.blending import weight_map
 from chunkflow.errors import ModelError
 
-PY_MODEL = '''
+PY_MODEL = """
 import sys
 sys.path.insert(0, {helpers_dir!r})
 from helpers import ValidConvNet
@@ -21,7 +21,7 @@ from helpers import ValidConvNet
 
 def build_model():
     return ValidConvNet(channels_out=2, seed=123)  # a different init: the weights file must win
-'''
+"""
 
 
 def test_python_file_with_weights_equals_torchscript(tmp_path: Path, small_config: dict) -> None:
@@ -50,12 +50,15 @@ def test_python_file_with_weights_equals_torchscript(tmp_path: Path, small_confi
 def test_wrong_output_shape_fails_with_a_clear_message(tmp_path: Path, small_config: dict) -> None:
     # the model keeps its input size (crop 0), the config says the output patch is smaller
     model = save_torchscript(ConstantNet(0.5, channels=2), tmp_path / "same.pt")
-    with pytest.raises(ModelError, match=r"returned shape \[1, 2, 8, 18, 20\].*expected \(batch, channels, 6, 16, 18\)"):
+    with pytest.raises(
+        ModelError,
+        match=r"returned shape \[1, 2, 8, 18, 20\].*expected \(batch, channels, 6, 16, 18\)",
+    ):
         run_all_blocks(config_with(small_config, **{"model.path": model}))
 
 
 def test_wrong_channel_count_fails_with_a_clear_message(small_config: dict) -> None:
-    with pytest.raises(ModelError, match="returned 2 channels but model.output_channels is 3"):
+    with pytest.raises(ModelError, match="returned 2 channels but 3 are expected"):
         run_all_blocks(config_with(small_config, **{"model.output_channels": 3}))
 
 

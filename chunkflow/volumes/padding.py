@@ -24,6 +24,8 @@ def read_padded(volume: Volume, box: Box, mode: str) -> np.ndarray:
 
     The result depends only on the volume and the box, never on how the work is split.
     """
+    if mode not in ("reflect", "zero"):
+        raise ValueError(f"padding mode {mode!r}: use 'reflect' or 'zero'")
     bounds = volume.bounds
     inside = box.intersect(bounds)
     if inside == box:
