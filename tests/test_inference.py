@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import ConstantNet, ValidConvNet, config_with, save_torchscript, smooth_volume, write_volume
+from helpers import (
+    ConstantNet,
+    ValidConvNet,
+    config_with,
+    save_torchscript,
+    smooth_volume,
+    write_volume,
+)
 from run_helpers import run_all_blocks
 
 from chunkflow.blending import weight_map
@@ -30,7 +37,9 @@ def _padded_volume(config: dict, pad: int) -> tuple[np.ndarray, np.ndarray]:
     array = zarr.open_array(config["input"]["path"], mode="r")
     offset = np.array(array.attrs.get("voxel_offset", [0, 0, 0]))
     data = array[...].astype(np.float64) / 255.0
-    mode = "reflect" if config.get("input", {}).get("padding", "reflect") == "reflect" else "constant"
+    mode = (
+        "reflect" if config.get("input", {}).get("padding", "reflect") == "reflect" else "constant"
+    )
     return np.pad(data, pad, mode=mode), offset - pad
 
 
@@ -39,14 +48,18 @@ def _predict(model: torch.nn.Module, patch: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(patch.astype(np.float32))[None, None])[0].double().numpy()
 
 
-def reference(config: dict, roi_start, roi_shape, starts_per_axis, region_start, region_shape, crop_to=None):
+def reference(
+    config: dict, roi_start, roi_shape, starts_per_axis, region_start, region_shape, crop_to=None
+):
     """Weighted average over the given patch starts, in float64, over ``region``, cropped to ``crop_to``."""
     model = torch.jit.load(config["model"]["path"])
     pi = np.array(config["model"]["input_patch_size"])
     po = np.array(config["model"].get("output_patch_size", pi))
     context = (pi - po) // 2
     padded, padded_origin = _padded_volume(config, pad=int(max(pi)) * 2)
-    weight = weight_map(config.get("inference", {}).get("blend", "bump"), tuple(po)).astype(np.float64)
+    weight = weight_map(config.get("inference", {}).get("blend", "bump"), tuple(po)).astype(
+        np.float64
+    )
     total = weight_sum = None
     for z in starts_per_axis[0]:
         for y in starts_per_axis[1]:
@@ -76,22 +89,62 @@ def reference(config: dict, roi_start, roi_shape, starts_per_axis, region_start,
 def whole_roi_reference(config: dict, roi_start, roi_shape) -> np.ndarray:
     po = config["model"].get("output_patch_size", config["model"]["input_patch_size"])
     stride = np.array(po) - np.array(config["inference"]["overlap"])
-    starts = [_starts(r, n, p, s) for r, n, p, s in zip(roi_start, roi_shape, po, stride, strict=True)]
+    starts = [
+        _starts(r, n, p, s) for r, n, p, s in zip(roi_start, roi_shape, po, stride, strict=True)
+    ]
     return reference(config, roi_start, roi_shape, starts, roi_start, roi_shape)
 
 
 CASES = {
     # name: (volume shape, volume offset, roi offset, roi size, Pi, Po, overlap, padding)
-    "same_size_patches": ((20, 48, 56), (0, 0, 0), None, None, (6, 16, 16), (6, 16, 16), (2, 4, 4), "reflect"),
-    "valid_conv_anisotropic": ((20, 48, 56), (0, 0, 0), None, None, (8, 18, 20), (6, 16, 18), (2, 4, 6), "reflect"),
-    "roi_inside_offset_volume": ((24, 56, 56), (10, -5, 3), (13, 3, 7), (16, 40, 44), (8, 18, 20), (6, 16, 18), (3, 5, 7), "reflect"),
-    "roi_at_edge_zero_padding": ((20, 48, 56), (0, 0, 0), (4, 0, 8), (16, 48, 48), (8, 18, 20), (6, 16, 18), (2, 4, 6), "zero"),
+    "same_size_patches": (
+        (20, 48, 56),
+        (0, 0, 0),
+        None,
+        None,
+        (6, 16, 16),
+        (6, 16, 16),
+        (2, 4, 4),
+        "reflect",
+    ),
+    "valid_conv_anisotropic": (
+        (20, 48, 56),
+        (0, 0, 0),
+        None,
+        None,
+        (8, 18, 20),
+        (6, 16, 18),
+        (2, 4, 6),
+        "reflect",
+    ),
+    "roi_inside_offset_volume": (
+        (24, 56, 56),
+        (10, -5, 3),
+        (13, 3, 7),
+        (16, 40, 44),
+        (8, 18, 20),
+        (6, 16, 18),
+        (3, 5, 7),
+        "reflect",
+    ),
+    "roi_at_edge_zero_padding": (
+        (20, 48, 56),
+        (0, 0, 0),
+        (4, 0, 8),
+        (16, 48, 48),
+        (8, 18, 20),
+        (6, 16, 18),
+        (2, 4, 6),
+        "zero",
+    ),
 }
 
 
 def _case_config(tmp_path: Path, name: str, **extra) -> dict:
     shape, vol_offset, roi_offset, roi_size, pi, po, overlap, padding = CASES[name]
-    raw = write_volume(tmp_path / "raw.zarr", smooth_volume(shape, seed=3), offset=vol_offset, chunks=(4, 8, 8))
+    raw = write_volume(
+        tmp_path / "raw.zarr", smooth_volume(shape, seed=3), offset=vol_offset, chunks=(4, 8, 8)
+    )
     depth = (pi[0] - po[0]) // 2
     if depth:
         model = save_torchscript(ValidConvNet(channels_out=2, depth=depth), tmp_path / "net.pt")
@@ -140,7 +193,9 @@ def test_exact_placement_matches_independent_whole_roi_reference(tmp_path: Path,
     assert np.abs(got - want).max() <= 1e-5
 
 
-@pytest.mark.parametrize("case", ["valid_conv_anisotropic", "roi_inside_offset_volume", "roi_at_edge_zero_padding"])
+@pytest.mark.parametrize(
+    "case", ["valid_conv_anisotropic", "roi_inside_offset_volume", "roi_at_edge_zero_padding"]
+)
 def test_exact_placement_is_the_same_for_every_block_size(tmp_path: Path, case: str) -> None:
     whole = run_all_blocks(_case_config(tmp_path / "whole", case, block_size=[64, 64, 64]))
     # block sizes that divide the ROI, that do not, and single-chunk blocks
@@ -152,7 +207,9 @@ def test_exact_placement_is_the_same_for_every_block_size(tmp_path: Path, case: 
 def test_crop_placement_matches_a_straightforward_reference(tmp_path: Path) -> None:
     margin = [2, 4, 4]
     config = _case_config(
-        tmp_path, "valid_conv_anisotropic", **{"inference.placement": "crop", "inference.crop_margin": margin}
+        tmp_path,
+        "valid_conv_anisotropic",
+        **{"inference.placement": "crop", "inference.crop_margin": margin},
     )
     got = run_all_blocks(config)
     po = np.array(config["model"]["output_patch_size"])
@@ -166,9 +223,13 @@ def test_crop_placement_matches_a_straightforward_reference(tmp_path: Path) -> N
                 b0 = np.array([z, y, x])
                 b1 = np.minimum(b0 + block, shape)
                 c0, c1 = b0 - margin, b1 + margin  # the chunk: block + margin, padded outside
-                starts = [_starts(a, n, p, s) for a, n, p, s in zip(c0, c1 - c0, po, stride, strict=True)]
+                starts = [
+                    _starts(a, n, p, s) for a, n, p, s in zip(c0, c1 - c0, po, stride, strict=True)
+                ]
                 region_shape = tuple(np.maximum(c1 - c0, po))
-                part = reference(config, None, None, starts, tuple(c0), region_shape, crop_to=(b0, b1))
+                part = reference(
+                    config, None, None, starts, tuple(c0), region_shape, crop_to=(b0, b1)
+                )
                 want[:, b0[0] : b1[0], b0[1] : b1[1], b0[2] : b1[2]] = part
     assert np.abs(got - want).max() <= 1e-5
     # crop placement is not seamless: it differs from the exact result somewhere
@@ -178,7 +239,9 @@ def test_crop_placement_matches_a_straightforward_reference(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("placement", ["exact", "crop"])
 @pytest.mark.parametrize("blend", ["bump", "gaussian", "constant"])
-def test_constant_model_gives_exactly_its_constant(tmp_path: Path, placement: str, blend: str) -> None:
+def test_constant_model_gives_exactly_its_constant(
+    tmp_path: Path, placement: str, blend: str
+) -> None:
     model = save_torchscript(ConstantNet(0.5, channels=3, crop=(1, 2, 3)), tmp_path / "const.pt")
     config = _case_config(
         tmp_path,
@@ -200,16 +263,22 @@ def test_uint8_output_and_non_dyadic_constant(tmp_path: Path) -> None:
     model = save_torchscript(ConstantNet(0.2, channels=1), tmp_path / "const.pt")
     config = _case_config(tmp_path / "f", "same_size_patches", **{"model.path": model})
     assert np.abs(run_all_blocks(config) - 0.2).max() <= 1e-6
-    config = _case_config(tmp_path / "u", "same_size_patches", **{"model.path": model, "output.dtype": "uint8"})
+    config = _case_config(
+        tmp_path / "u", "same_size_patches", **{"model.path": model, "output.dtype": "uint8"}
+    )
     got = run_all_blocks(config)
     assert got.dtype == np.uint8 and np.all(got == 51)  # 0.2 * 255
 
 
 def test_float16_output_and_bfloat16_autocast_stay_close(tmp_path: Path) -> None:
     base = run_all_blocks(_case_config(tmp_path / "a", "valid_conv_anisotropic"))
-    half = run_all_blocks(_case_config(tmp_path / "b", "valid_conv_anisotropic", **{"output.dtype": "float16"}))
+    half = run_all_blocks(
+        _case_config(tmp_path / "b", "valid_conv_anisotropic", **{"output.dtype": "float16"})
+    )
     assert half.dtype == np.float16 and np.abs(half.astype(np.float32) - base).max() <= 1e-3
     bf16 = run_all_blocks(
-        _case_config(tmp_path / "c", "valid_conv_anisotropic", **{"inference.precision": "bfloat16"})
+        _case_config(
+            tmp_path / "c", "valid_conv_anisotropic", **{"inference.precision": "bfloat16"}
+        )
     )
     assert 0 < np.abs(bf16 - base).max() <= 2e-2
