@@ -19,11 +19,10 @@ demo: $(VENV)/.installed
 	$(BIN)/chunkflow demo-data --dir resources/demo
 	$(BIN)/snakemake --cores $(CORES)
 
+# `snakemake --lint` runs in the tests (tests/test_lint.py).
 lint: $(VENV)/.installed
-	$(BIN)/chunkflow demo-data --dir resources/demo
 	$(BIN)/ruff format --check chunkflow tests
 	$(BIN)/ruff check chunkflow tests
-	$(BIN)/snakemake --lint --configfile config/config.yaml
 
 test: lint
 	$(BIN)/pytest

@@ -17,7 +17,7 @@ from chunkflow.config import Settings
 from chunkflow.errors import ConfigError, VolumeError
 from chunkflow.grid import Block
 from chunkflow.markers import marker_path, write_json_atomic
-from chunkflow.models import file_sha256
+from chunkflow.models import model_sha256
 from chunkflow.plan import RunPlan, make_plan
 from chunkflow.volumes import Volume, open_volume, read_padded
 
@@ -132,8 +132,8 @@ def run_blocks(
 ) -> list[dict]:
     """Run the named blocks in one process: the entry point of `chunkflow run-block`."""
     plan = make_plan(settings)
-    model_sha256 = file_sha256(settings.model.path)
-    fingerprint = settings.result_fingerprint(model_sha256)
+    sha256 = model_sha256(settings.model)
+    fingerprint = settings.result_fingerprint(sha256)
     if expect_fingerprint is not None and expect_fingerprint != fingerprint:
         raise ConfigError(
             f"the result-affecting settings changed since the workflow was planned "
@@ -143,5 +143,5 @@ def run_blocks(
         blocks = [plan.grid.block_by_id(b) for b in block_ids]
     except KeyError as err:
         raise ConfigError(f"{err.args[0]}; `chunkflow plan` lists the blocks") from None
-    runner = BlockRunner(plan, fingerprint, model_sha256)
+    runner = BlockRunner(plan, fingerprint, sha256)
     return [runner.run(block) for block in blocks]

@@ -22,6 +22,14 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def model_sha256(settings: ModelSettings) -> str:
+    """sha256 of the model file; for a .py model, of its source and weights file together."""
+    digest = file_sha256(settings.path)
+    if settings.weights is None:
+        return digest
+    return hashlib.sha256(f"{digest}:{file_sha256(settings.weights)}".encode()).hexdigest()
+
+
 def check_model_files(settings: ModelSettings) -> None:
     """Fail early, with one line, when the model files named in the config cannot be used."""
     if not Path(settings.path).is_file():

@@ -16,7 +16,7 @@ import yaml
 
 from chunkflow import config as config_mod
 from chunkflow.markers import marker_dir
-from chunkflow.models import file_sha256
+from chunkflow.models import model_sha256
 from chunkflow.plan import RunPlan, make_plan
 
 
@@ -83,7 +83,7 @@ def prepare(config: dict[str, Any]) -> WorkflowPlan:
     """
     settings = config_mod.parse(config)
     plan = make_plan(settings)
-    fingerprint = settings.result_fingerprint(file_sha256(settings.model.path))
+    fingerprint = settings.result_fingerprint(model_sha256(settings.model))
     config_path = Path(settings.state_dir) / "config.yaml"
     _write_if_changed(config_path, yaml.safe_dump(config, sort_keys=True))
     bin_dir = os.path.dirname(sys.executable)

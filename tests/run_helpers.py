@@ -9,7 +9,7 @@ import zarr
 
 from chunkflow import config as config_mod
 from chunkflow.block import BlockRunner
-from chunkflow.models import file_sha256
+from chunkflow.models import model_sha256
 from chunkflow.output_store import create_output
 from chunkflow.plan import make_plan
 
@@ -19,7 +19,7 @@ def run_all_blocks(config: dict[str, Any]) -> np.ndarray:
     settings = config_mod.parse(config)
     plan = make_plan(settings)
     create_output(plan)
-    sha = file_sha256(settings.model.path)
+    sha = model_sha256(settings.model)
     runner = BlockRunner(plan, settings.result_fingerprint(sha), sha)
     for block in plan.grid:
         runner.run(block)

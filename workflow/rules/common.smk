@@ -1,7 +1,6 @@
 import sys
 
-from snakemake.utils import validate
-
+from chunkflow.config import validate as validate_config
 from chunkflow.errors import ChunkflowError
 from chunkflow.grid import BLOCK_ID_PATTERN
 from chunkflow.workflow_support import prepare
@@ -12,8 +11,10 @@ except ChunkflowError as err:
     sys.stderr.write(f"chunkflow: error: {err}\n")
     sys.exit(1)
 
-# Same schema as prepare() checked, with its defaults filled into `config`.
-validate(config, "../schemas/config.schema.yaml")
+# prepare() checked `config` against ../schemas/config.schema.yaml (chunkflow's own, draft-07
+# validator); fill in its defaults here. snakemake.utils.validate would validate it again with a
+# draft 2020-12 validator and warn about the schema version on every run.
+config.update(validate_config(config))
 
 
 wildcard_constraints:

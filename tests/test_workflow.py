@@ -1,0 +1,682 @@
+"""Real Snakemake runs of workflow/Snakefile on a tiny volume (4 blocks, a few seconds a run).
+
+Every run is a deployed run: a run directory outside the repository holding its data and a
+config.yaml with relative paths, invoked as
+``snakemake -s <repo>/workflow/Snakefile -d <run dir> --configfile <run dir>/config.yaml``
+from a third, empty working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+import zarr
+from helpers import ValidConvNet, config_with, save_torchscript, smooth_volume, write_volume
+from run_helpers import run_all_blocks
+
+from chunkflow import config as config_mod
+from chunkflow.models import file_sha256
+
+pytestmark = pytest.mark.workflow
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+BIN = Path(sys.executable).parent
+SNAKEMAKE = BIN / "snakemake"
+
+# The tiny run: 16 x 28 x 32 voxels at an offset, blocks of 8 x 16 x 32 -> 2 x 2 x 1 = 4 blocks,
+# the last block along y only 12 voxels thick (ragged edge, partial storage chunks).
+SHAPE = (16, 28, 32)
+OFFSET = (3, 5, 7)
+RESOLUTION = (40.0, 8.0, 8.0)
+N_BLOCKS = 4
+CHANNELS = 2
+BASE_CONFIG: dict[str, Any] = {
+    "input": {"path": "data/raw.zarr"},
+    "output": {"path": "results/out.zarr", "dtype": "float32", "chunk_size": [4, 8, 16]},
+    "block_size": [8, 16, 32],
+    "model": {
+        "path": "models/net.pt",
+        "input_patch_size": [6, 14, 14],
+        "output_patch_size": [4, 12, 12],
+    },
+    # cpu, not auto: the in-process reference must be bit-identical on a machine with a GPU too.
+    "inference": {"overlap": [2, 4, 4], "batch_size": 3, "device": "cpu", "threads": 1},
+}
+RUN_TIMEOUT = 180  # seconds for one snakemake run of this size (a few seconds normally)
+
+# A Python-file model whose first forward pass on real data (not create_output's zero probe)
+# records its pid in slow.started and then sleeps: that block job hangs until it is killed.
+# Later passes find the file and run at once.
+SLOW_MODEL = """\
+import os
+import time
+from pathlib import Path
+
+from torch import nn
+
+GATE = Path(__file__).with_name("slow.started")
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv3d(1, 4, 3), nn.Tanh(), nn.Conv3d(4, 2, 1), nn.Sigmoid())
+
+    def forward(self, x):
+        if bool(x.abs().sum() > 0):
+            try:
+                fd = os.open(GATE, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pass
+            else:
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                time.sleep(300)
+        return self.body(x)
+
+
+def build_model():
+    return Net()
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def text(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture(scope="session")
+def run_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for subprocesses: this Python's bin first on PATH, and a stub `scontrol`.
+
+    The local executor never needs SLURM, but Snakemake imports every installed executor plugin,
+    and the SLURM plugin runs `scontrol show config` at import: where a SLURM client is installed
+    but no controller answers, that waits 10 s on every snakemake call.
+    """
+    if not SNAKEMAKE.exists():
+        pytest.skip(f"snakemake not installed next to {sys.executable}")
+    shim = tmp_path_factory.mktemp("bin")
+    (shim / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+    (shim / "scontrol").chmod(0o755)
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(shim), str(BIN), env.get("PATH", "")])
+    env.pop("SNAKEMAKE_PROFILE", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def elsewhere(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The working directory of every snakemake call: neither the repo nor a run directory."""
+    return tmp_path_factory.mktemp("elsewhere")
+
+
+def snakemake_cmd(run_dir: Path, *args: str) -> list[str]:
+    return [
+        str(SNAKEMAKE),
+        "-s",
+        str(SNAKEFILE),
+        "-d",
+        str(run_dir),
+        "--configfile",
+        str(run_dir / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
+    ]
+
+
+def snakemake(run_dir: Path, env: dict[str, str], cwd: Path, *args: str, ok: bool = True) -> Result:
+    proc = subprocess.run(
+        snakemake_cmd(run_dir, *args),
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    result = Result(proc.returncode, proc.stdout, proc.stderr)
+    if ok:
+        assert result.returncode == 0, f"snakemake {' '.join(args)} failed:\n{result.text}"
+    return result
+
+
+def job_counts(text: str) -> dict[str, int]:
+    """The 'Job stats' table of a snakemake run or dry-run as {rule: count}; {} for none."""
+    if "Nothing to be done" in text:
+        assert "Job stats:" not in text
+        return {}
+    table = text.split("Job stats:", 1)[1].splitlines()
+    counts = {}
+    for line in table[3:]:  # skip the header, its underline
+        match = re.fullmatch(r"\s*(\w+)\s+(\d+)\s*", line)
+        if not match:
+            break
+        counts[match[1]] = int(match[2])
+    assert counts.pop("total") == sum(counts.values()), text
+    return counts
+
+
+def reasons(text: str, rule: str) -> list[str]:
+    """The `reason:` lines of the jobs of ``rule`` in snakemake's output."""
+    found = []
+    for job in re.split(r"\n(?=(?:local)?rule \w+:)", text):
+        if re.match(rf"(?:local)?rule {rule}:", job.strip()):
+            found += re.findall(r"^\s*reason: (.*)$", job, flags=re.M)
+    return found
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    return yaml.safe_load((run_dir / "config.yaml").read_text())
+
+
+def make_run_dir(run_dir: Path, config: dict[str, Any] = BASE_CONFIG) -> Path:
+    """A run directory with the raw volume, the TorchScript net and config.yaml (relative paths)."""
+    (run_dir / "data").mkdir(parents=True)
+    (run_dir / "models").mkdir()
+    write_volume(
+        run_dir / "data" / "raw.zarr",
+        smooth_volume(SHAPE),
+        offset=OFFSET,
+        resolution=RESOLUTION,
+        chunks=(4, 8, 8),
+    )
+    save_torchscript(ValidConvNet(channels_out=CHANNELS), run_dir / "models" / "net.pt")
+    write_config(run_dir, config)
+    return run_dir
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a run directory, Snakemake's records and file times included."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def absolute(config: dict[str, Any], run_dir: Path, ref_dir: Path) -> dict[str, Any]:
+    """``config`` with its inputs resolved in ``run_dir`` and its outputs moved to ``ref_dir``."""
+    changes = {
+        "input.path": str(run_dir / config["input"]["path"]),
+        "model.path": str(run_dir / config["model"]["path"]),
+        "output.path": str(ref_dir / "out.zarr"),
+        "state_dir": str(ref_dir / "state"),
+    }
+    if config["model"].get("weights"):
+        changes["model.weights"] = str(run_dir / config["model"]["weights"])
+    return config_with(config, **changes)
+
+
+def reference(run_dir: Path, ref_dir: Path) -> np.ndarray:
+    """The output of an in-process run (no Snakemake) of the run directory's current config."""
+    return run_all_blocks(absolute(read_config(run_dir), run_dir, ref_dir))
+
+
+def output(run_dir: Path) -> zarr.Array:
+    return zarr.open(str(run_dir / read_config(run_dir)["output"]["path"]), mode="r")
+
+
+def marker_dir(run_dir: Path) -> Path:
+    return run_dir / read_config(run_dir).get("state_dir", ".chunkflow") / "blocks"
+
+
+def markers(run_dir: Path) -> dict[str, dict[str, Any]]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(marker_dir(run_dir).glob("*.json"))}
+
+
+def block_index(array: zarr.Array, box: dict[str, list[int]]) -> tuple[slice, ...]:
+    """The store index of a block box given in global voxel coordinates."""
+    offset = array.attrs["voxel_offset"]
+    return (slice(None),) + tuple(
+        slice(a - o, b - o) for a, b, o in zip(box["start"], box["stop"], offset, strict=True)
+    )
+
+
+def fingerprint(run_dir: Path) -> str:
+    settings = config_mod.parse(read_config(run_dir))
+    return settings.result_fingerprint(file_sha256(run_dir / settings.model.path))
+
+
+def plan_boxes(run_dir: Path) -> dict[str, dict[str, list[int]]]:
+    """Every block's box (global voxel coordinates), from the plan of the run's config."""
+    from chunkflow.plan import make_plan
+
+    settings = config_mod.parse(absolute(read_config(run_dir), run_dir, run_dir))
+    return {b.id: b.box.to_json() for b in make_plan(settings).grid}
+
+
+def tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+# ---------------------------------------------------------------------------------------------
+# shared runs
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, run_env, elsewhere) -> tuple[Path, Result]:
+    """A completed run of BASE_CONFIG (not modified by the tests; copy it to change it)."""
+    run_dir = make_run_dir(tmp_path_factory.mktemp("finished") / "run")
+    return run_dir, snakemake(run_dir, run_env, elsewhere)
+
+
+@pytest.fixture(scope="module")
+def expected(tmp_path_factory, finished) -> np.ndarray:
+    """The in-process result of BASE_CONFIG on the same files."""
+    return reference(finished[0], tmp_path_factory.mktemp("reference"))
+
+
+# ---------------------------------------------------------------------------------------------
+# tests
+
+
+def test_dry_run_lists_one_job_per_block(tmp_path, run_env, elsewhere):
+    run_dir = make_run_dir(tmp_path / "run")
+    plan = subprocess.run(
+        [str(BIN / "chunkflow"), "plan", "--blocks", "-c", "config.yaml"],
+        cwd=run_dir,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    grid = [-(-n // b) for n, b in zip(SHAPE, BASE_CONFIG["block_size"], strict=True)]
+    assert re.search(rf"^blocks\s+{N_BLOCKS} = {' x '.join(map(str, grid))} ", plan, re.M), plan
+    planned = re.findall(r"^\s+(z\d+_y\d+_x\d+)\s", plan, re.M)
+    assert len(planned) == N_BLOCKS == np.prod(grid)
+
+    result = snakemake(run_dir, run_env, elsewhere, "-n")
+    assert job_counts(result.text) == {
+        "create_output": 1,
+        "infer_block": N_BLOCKS,
+        "summary": 1,
+        "all": 1,
+    }
+    listed = set(re.findall(r"\.chunkflow/blocks/(z\d+_y\d+_x\d+)\.json", result.text))
+    assert listed == set(planned)
+    # A dry-run computes nothing.
+    assert not (run_dir / "results").exists()
+    assert not marker_dir(run_dir).exists()
+
+
+def test_full_run_output_and_markers(finished, expected):
+    run_dir, result = finished
+    assert job_counts(result.text) == {
+        "create_output": 1,
+        "infer_block": N_BLOCKS,
+        "summary": 1,
+        "all": 1,
+    }
+    array = output(run_dir)
+    assert isinstance(array, zarr.Array)
+    assert array.shape == (CHANNELS, *SHAPE)
+    assert array.dtype == np.float32
+    assert array.chunks == (CHANNELS, 4, 8, 16)
+    assert array.attrs["voxel_offset"] == list(OFFSET)
+    assert array.attrs["resolution"] == list(RESOLUTION)
+    data = array[...]
+    assert np.array_equal(data, expected)
+    assert data.min() > 0  # every voxel written (the fill value is 0, a sigmoid never is)
+
+    done = markers(run_dir)
+    assert len(done) == N_BLOCKS
+    model_sha = hashlib.sha256((run_dir / "models" / "net.pt").read_bytes()).hexdigest()
+    covered = np.zeros(SHAPE, dtype=int)
+    for block_id, marker in done.items():
+        assert marker["block"] == block_id
+        assert marker["patches"] >= 1
+        assert set(marker["timings_s"]) >= {"read", "infer", "write", "total"}
+        assert marker["timings_s"]["total"] > 0
+        assert marker["model_sha256"] == model_sha
+        assert marker["fingerprint"] == fingerprint(run_dir)
+        index = block_index(array, marker["box"])
+        written = np.ascontiguousarray(array[index])
+        assert marker["output_sha256"] == hashlib.sha256(written.tobytes()).hexdigest()
+        covered[index[1:]] += 1
+    assert (covered == 1).all()  # the blocks tile the volume
+
+    summary_file = run_dir / ".chunkflow" / "summary.json"
+    assert json.loads(summary_file.read_text()), "summary.json is empty"
+    # Markers are written via a temporary file, yet get the usual mode (not mkstemp's 0600).
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in marker_dir(run_dir).iterdir()}
+    assert modes == {stat.S_IMODE(summary_file.stat().st_mode)}
+    assert f"{N_BLOCKS}/{N_BLOCKS} blocks" in result.stdout
+
+
+def test_rerun_does_nothing(finished, run_env, elsewhere):
+    run_dir, _ = finished
+    before = {p: p.stat().st_mtime_ns for p in marker_dir(run_dir).iterdir()}
+    assert job_counts(snakemake(run_dir, run_env, elsewhere, "-n").text) == {}
+    assert job_counts(snakemake(run_dir, run_env, elsewhere).text) == {}
+    assert {p: p.stat().st_mtime_ns for p in marker_dir(run_dir).iterdir()} == before
+
+
+def test_copied_run_is_up_to_date(finished, tmp_path, run_env, elsewhere):
+    run_dir = copy_run(finished[0], tmp_path / "run")
+    assert job_counts(snakemake(run_dir, run_env, elsewhere, "-n").text) == {}
+
+
+def test_deleted_marker_reruns_that_block_only(finished, expected, tmp_path, run_env, elsewhere):
+    run_dir = copy_run(finished[0], tmp_path / "run")
+    before = markers(run_dir)
+    lost = marker_dir(run_dir) / "z1_y1_x0.json"
+    lost.unlink()
+
+    dry = snakemake(run_dir, run_env, elsewhere, "-n")
+    assert job_counts(dry.text) == {"infer_block": 1, "summary": 1, "all": 1}
+    assert "z1_y1_x0.json" in reasons(dry.text, "infer_block")[0]
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in marker_dir(run_dir).iterdir()}
+    result = snakemake(run_dir, run_env, elsewhere)
+    assert job_counts(result.text) == {"infer_block": 1, "summary": 1, "all": 1}
+    after = markers(run_dir)
+    assert set(after) == set(before)
+    assert after["z1_y1_x0"]["output_sha256"] == before["z1_y1_x0"]["output_sha256"]
+    assert after["z1_y1_x0"]["finished"] >= before["z1_y1_x0"]["finished"]
+    # The other markers were not rewritten.
+    assert {n: (marker_dir(run_dir) / n).stat().st_mtime_ns for n in stamps} == stamps
+    assert np.array_equal(output(run_dir)[...], expected)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"inference.batch_size": 1},
+        {"inference.device": "auto"},
+        {"inference.threads": 2},
+        {"inference.batch_size": 5, "inference.device": "auto", "inference.threads": 2},
+    ],
+    ids=["batch_size", "device", "threads", "all_three"],
+)
+def test_result_neutral_settings_rerun_nothing(finished, tmp_path, run_env, elsewhere, changes):
+    run_dir = copy_run(finished[0], tmp_path / "run")
+    write_config(run_dir, config_with(read_config(run_dir), **changes))
+    dry = snakemake(run_dir, run_env, elsewhere, "-n")
+    assert job_counts(dry.text) == {}, dry.text
+    assert "Nothing to be done" in dry.text
+    if len(changes) > 1:  # and a real run agrees
+        before = markers(run_dir)
+        assert job_counts(snakemake(run_dir, run_env, elsewhere).text) == {}
+        assert markers(run_dir) == before
+
+
+def rerun_everything(run_dir: Path, env, cwd, ref_dir: Path, run: bool = True) -> str:
+    """Dry-run, then run, a changed run directory that must redo every block; return the dry-run.
+
+    Checks that the dry-run and the run count every block, that the shell commands carry the new
+    fingerprint, that every marker is rewritten with it, and that the output equals an
+    in-process run of the changed config.
+    """
+    new = fingerprint(run_dir)
+    old = {m["fingerprint"] for m in markers(run_dir).values()}
+    assert old and new not in old
+    dry = snakemake(run_dir, env, cwd, "-n", "-p")
+    assert job_counts(dry.text) == {"infer_block": N_BLOCKS, "summary": 1, "all": 1}
+    assert dry.text.count(f"--expect-fingerprint {new} ") == N_BLOCKS
+    if not run:
+        return dry.text
+    result = snakemake(run_dir, env, cwd)
+    assert job_counts(result.text) == {"infer_block": N_BLOCKS, "summary": 1, "all": 1}
+    done = markers(run_dir)
+    assert len(done) == N_BLOCKS
+    assert {m["fingerprint"] for m in done.values()} == {new}
+    assert np.array_equal(output(run_dir)[...], reference(run_dir, ref_dir))
+    assert job_counts(snakemake(run_dir, env, cwd, "-n").text) == {}
+    return dry.text
+
+
+def test_new_model_weights_rerun_every_block(finished, expected, tmp_path, run_env, elsewhere):
+    run_dir = copy_run(finished[0], tmp_path / "run")
+    model = run_dir / "models" / "net.pt"
+    old = model.stat()
+    save_torchscript(ValidConvNet(channels_out=CHANNELS, seed=1), model)
+    os.utime(model, ns=(old.st_atime_ns, old.st_mtime_ns))  # same path, same time: new bytes
+    dry = rerun_everything(run_dir, run_env, elsewhere, tmp_path / "ref")
+    why = reasons(dry, "infer_block")
+    assert len(why) == N_BLOCKS
+    assert all("Params have changed" in r for r in why), why
+    sha = file_sha256(model)
+    assert {m["model_sha256"] for m in markers(run_dir).values()} == {sha}
+    assert not np.array_equal(output(run_dir)[...], expected)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"model.output_patch_size": [4, 10, 12], "model.input_patch_size": [6, 12, 14]},
+        {"inference.overlap": [1, 2, 6]},
+    ],
+    ids=["patch_size", "overlap"],
+)
+def test_patch_geometry_reruns_every_block(finished, tmp_path, run_env, elsewhere, changes):
+    run_dir = copy_run(finished[0], tmp_path / "run")
+    write_config(run_dir, config_with(read_config(run_dir), **changes))
+    full = "model.output_patch_size" in changes  # the overlap case is only dry-run (time)
+    dry = rerun_everything(run_dir, run_env, elsewhere, tmp_path / "ref", run=full)
+    assert all("Params have changed" in r for r in reasons(dry, "infer_block"))
+
+
+def wait_for(condition, timeout: float, proc: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"snakemake ended (rc {proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def steps_done(log: Path) -> int:
+    """How many jobs snakemake has reported done so far in its ``log``."""
+    done = re.findall(r"^(\d+) of \d+ steps", log.read_text(), flags=re.M)
+    return int(done[-1]) if done else 0
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def write_slow_model(run_dir: Path) -> None:
+    """SLOW_MODEL as slow.py, and random weights for it in slow_weights.pt."""
+    (run_dir / "slow.py").write_text(SLOW_MODEL)
+    spec = importlib.util.spec_from_file_location("chunkflow_test_slow_model", run_dir / "slow.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    torch.save(module.build_model().state_dict(), run_dir / "slow_weights.pt")
+
+
+def test_killed_block_leaves_no_marker_and_rerun_completes(tmp_path, run_env, elsewhere):
+    run_dir = make_run_dir(tmp_path / "run")
+    write_slow_model(run_dir)
+    write_config(
+        run_dir,
+        config_with(BASE_CONFIG, **{"model.path": "slow.py", "model.weights": "slow_weights.pt"}),
+    )
+    gate = run_dir / "slow.started"
+    log_path = tmp_path / "killed.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        snakemake_cmd(run_dir),
+        cwd=elsewhere,
+        env=run_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: snakemake and its jobs
+    )
+    try:
+        # One block job hangs mid-block; the other job slot finishes the remaining blocks. Wait
+        # until Snakemake has counted them too (create_output + N - 1 blocks), else it would
+        # also flag a finished block's marker as incomplete.
+        wait_for(gate.exists, 120, proc, "a block job to start inferring")
+        wait_for(
+            lambda: steps_done(log_path) == N_BLOCKS and len(markers(run_dir)) == N_BLOCKS - 1,
+            120,
+            proc,
+            "the other blocks",
+        )
+        time.sleep(0.2)
+        assert proc.poll() is None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        log.close()
+    assert proc.returncode == -signal.SIGKILL
+    hung = int(gate.read_text())
+    deadline = time.monotonic() + 10
+    while alive(hung):  # the hung job died with its group (it may be a zombie for a moment)
+        assert time.monotonic() < deadline, f"block job {hung} survived the kill"
+        time.sleep(0.1)
+
+    # The hung job wrote nothing: no marker, and its block of the store is still fill value.
+    done = markers(run_dir)
+    logs = {p.stem for p in (run_dir / ".chunkflow" / "logs" / "infer_block").glob("*.log")}
+    assert len(logs) == N_BLOCKS and set(done) < logs  # every block job started
+    (killed,) = logs - set(done)
+    array = output(run_dir)
+    box = plan_boxes(run_dir)[killed]
+    assert not array[block_index(array, box)].any()
+    for block_id in done:
+        assert array[block_index(array, plan_boxes(run_dir)[block_id])].all()
+
+    # Snakemake was killed too, so its lock is left: the rerun refuses until --unlock.
+    locked = snakemake(run_dir, run_env, elsewhere, ok=False)
+    assert locked.returncode != 0 and "--unlock" in locked.text
+    snakemake(run_dir, run_env, elsewhere, "--unlock")
+    dry = snakemake(run_dir, run_env, elsewhere, "-n")
+    assert job_counts(dry.text) == {"infer_block": 1, "summary": 1, "all": 1}
+    assert f"{killed}.json" in reasons(dry.text, "infer_block")[0]
+    result = snakemake(run_dir, run_env, elsewhere)
+    assert job_counts(result.text) == {"infer_block": 1, "summary": 1, "all": 1}
+    assert set(markers(run_dir)) == logs
+    assert {n: m["finished"] for n, m in markers(run_dir).items() if n != killed} == {
+        n: m["finished"] for n, m in done.items()
+    }
+    assert np.array_equal(output(run_dir)[...], reference(run_dir, tmp_path / "ref"))
+
+
+def test_block_garbled_mid_write_is_rewritten(finished, expected, tmp_path, run_env, elsewhere):
+    """A job killed while writing: part of its block holds garbage and it has no marker."""
+    run_dir = copy_run(finished[0], tmp_path / "run")
+    victim = "z0_y1_x0"
+    store = zarr.open(str(run_dir / BASE_CONFIG["output"]["path"]), mode="r+")
+    index = block_index(store, plan_boxes(run_dir)[victim])
+    garbage = np.random.default_rng(1).random(store[index].shape, dtype=np.float32)
+    garbage[:, garbage.shape[1] // 2 :] = 0  # half written, half never reached
+    store[index] = garbage
+    (marker_dir(run_dir) / f"{victim}.json").unlink()
+    assert not np.array_equal(output(run_dir)[...], expected)
+
+    result = snakemake(run_dir, run_env, elsewhere)
+    assert job_counts(result.text) == {"infer_block": 1, "summary": 1, "all": 1}
+    assert np.array_equal(output(run_dir)[...], expected)
+    marker = markers(run_dir)[victim]
+    written = np.ascontiguousarray(output(run_dir)[index])
+    assert marker["output_sha256"] == hashlib.sha256(written.tobytes()).hexdigest()
+
+
+def test_deployed_run_stays_in_its_run_dir(finished, elsewhere):
+    """The shared run was deployed: -s <repo>/workflow/Snakefile -d <run dir>, from elsewhere."""
+    run_dir, result = finished
+    assert REPO not in run_dir.parents and REPO != run_dir
+    assert f"Working directory: {run_dir}" in result.text
+    config = read_config(run_dir)
+    for path in (config["input"]["path"], config["model"]["path"], config["output"]["path"]):
+        assert not Path(path).is_absolute()
+        assert (run_dir / path).exists()
+    # Only the data and config.yaml were there; no config/config.yaml (the Snakefile's default).
+    assert not (run_dir / "config").exists()
+    top = {p.name for p in run_dir.iterdir()}
+    assert top == {"config.yaml", "data", "models", "results", ".chunkflow", ".snakemake"}
+    state = run_dir / ".chunkflow"
+    assert {"output.json", "summary.json", "summary.txt", "config.yaml"} <= {
+        p.name for p in state.iterdir()
+    }
+    assert len(list((state / "logs" / "infer_block").glob("*.log"))) == N_BLOCKS
+    assert list(elsewhere.iterdir()) == []  # nothing written where snakemake was started
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"block_size": [8, 12, 32]},
+            "block_size [8, 12, 32] is not a whole multiple of output.chunk_size [4, 8, 16]",
+        ),
+        (
+            {"inference.batchsize": 2},
+            "unknown config key 'batchsize' (did you mean 'batch_size'?) in 'inference'",
+        ),
+    ],
+    ids=["block_size", "typo"],
+)
+def test_config_error_is_one_line_and_creates_nothing(
+    tmp_path, run_env, elsewhere, changes, message
+):
+    run_dir = make_run_dir(tmp_path / "run", config_with(BASE_CONFIG, **changes))
+    before = tree(run_dir)
+    result = snakemake(run_dir, run_env, elsewhere, ok=False)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("chunkflow: error:")]
+    assert len(errors) == 1, result.text
+    assert message in errors[0]
+    assert "Traceback" not in result.text
+    assert "Error" not in result.text.replace("chunkflow: error:", "")
+    created = tree(run_dir) - before
+    assert all(p.split(os.sep)[0] == ".snakemake" for p in created), created
+    assert not (run_dir / BASE_CONFIG["output"]["path"]).exists()
+    assert not (run_dir / ".chunkflow").exists()
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_new_weights_of_python_model_rerun_every_block(tmp_path, run_env, elsewhere):
+    run_dir = make_run_dir(tmp_path / "run")
+    write_slow_model(run_dir)
+    (run_dir / "slow.started").write_text("0")  # the gate is taken: no block sleeps
+    config = config_with(
+        BASE_CONFIG,
+        block_size=[16, 32, 32],  # one block, to keep this short
+        **{"model.path": "slow.py", "model.weights": "slow_weights.pt"},
+    )
+    write_config(run_dir, config)
+    snakemake(run_dir, run_env, elsewhere)
+    assert len(markers(run_dir)) == 1
+    weights = torch.load(run_dir / "slow_weights.pt", weights_only=True)
+    torch.save({k: v + 0.5 for k, v in weights.items()}, run_dir / "slow_weights.pt")
+    dry = snakemake(run_dir, run_env, elsewhere, "-n")
+    assert job_counts(dry.text) == {"infer_block": 1, "summary": 1, "all": 1}
