@@ -206,7 +206,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Check ``config`` against the schema; return a copy with defaults filled in."""
     import jsonschema
 
-    validator = jsonschema.Draft7Validator(schema())
+    validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(config), key=_error_rank)
     if errors:
         raise ConfigError(_explain(errors[0]))
