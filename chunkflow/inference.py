@@ -60,6 +60,10 @@ class Predictor:
     output_channels: int | None = None
 
     def __post_init__(self) -> None:
+        if self.device.type == "cuda" and self.precision == "float32":
+            # float32 means float32: no TF32 convolutions or matmuls (float16/bfloat16 are the fast modes)
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         weights = weight_map(self.blend, self.geometry.output_size)
         self._weights = torch.from_numpy(weights).to(self.device)[None]  # (1, z, y, x)
 
