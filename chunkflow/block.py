@@ -69,6 +69,11 @@ class BlockRunner:
         from chunkflow.models import load_model
 
         device = resolve_device(settings.inference.device)
+        if settings.inference.device == "auto" and device.type == "cpu":
+            log.warning(
+                "device auto: PyTorch sees no CUDA device (CUDA_VISIBLE_DEVICES=%s); running on the CPU",
+                os.environ.get("CUDA_VISIBLE_DEVICES"),
+            )
         if device.type == "cpu":
             torch.set_num_threads(settings.inference.threads)
         self.predictor = Predictor(

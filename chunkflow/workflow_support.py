@@ -62,7 +62,7 @@ class WorkflowPlan:
         chunk_voxels = self.plan.chunk_box(patches).size * (self.plan.input_info.channels or 1)
         channels = self.plan.settings.model.output_channels or 4
         data_bytes = 8 * chunk_voxels + 4 * block.box.size * (2 * channels + 1)
-        return 1024 + math.ceil(2 * data_bytes / 2**20)
+        return 2048 + math.ceil(2 * data_bytes / 2**20)  # 2 GB: PyTorch, CUDA context, model
 
 
 def _write_if_changed(path: Path, text: str) -> None:
