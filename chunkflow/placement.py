@@ -41,38 +41,11 @@ def lattice_starts(start: int, length: int, patch: int, stride: int) -> list[int
     return [*range(start, last, stride), last]
 
 
-def _touching(starts: list[int], patch: int, lo: int, hi: int) -> list[tuple[int, int]]:
-    return [(s, s + patch) for s in starts if s < hi and s + patch > lo]
-
-
-def exact_patches(roi: Box, block: Box, geometry: PatchGeometry) -> list[Box]:
-    """Patches of the global lattice anchored at the ROI start whose output touches ``block``."""
+def lattice_patches(region: Box, block: Box, geometry: PatchGeometry) -> list[Box]:
+    """Patches of the lattice anchored at ``region``'s start (tiling it) whose output touches ``block``."""
     per_axis = tuple(
-        _touching(lattice_starts(r0, r1 - r0, p, s), p, b0, b1)
-        for r0, r1, b0, b1, p, s in zip(
-            roi.start,
-            roi.stop,
-            block.start,
-            block.stop,
-            geometry.output_size,
-            geometry.stride,
-            strict=True,
-        )
-    )
-    return list(boxes_product(per_axis))
-
-
-def crop_region(block: Box, margin: Vec) -> Box:
-    """The output region a ``crop`` chunk predicts: the block grown by the margin on each side."""
-    return block.grow(margin)
-
-
-def crop_patches(block: Box, geometry: PatchGeometry, margin: Vec) -> list[Box]:
-    """Patches tiling the block + margin on a chunk-local lattice, keeping those touching the block."""
-    region = crop_region(block, margin)
-    per_axis = tuple(
-        _touching(lattice_starts(c0, c1 - c0, p, s), p, b0, b1)
-        for c0, c1, b0, b1, p, s in zip(
+        [(s, s + p) for s in lattice_starts(r0, r1 - r0, p, stride) if s < b1 and s + p > b0]
+        for r0, r1, b0, b1, p, stride in zip(
             region.start,
             region.stop,
             block.start,
@@ -83,3 +56,18 @@ def crop_patches(block: Box, geometry: PatchGeometry, margin: Vec) -> list[Box]:
         )
     )
     return list(boxes_product(per_axis))
+
+
+def exact_patches(roi: Box, block: Box, geometry: PatchGeometry) -> list[Box]:
+    """Patches of the global lattice anchored at the ROI start whose output touches ``block``."""
+    return lattice_patches(roi, block, geometry)
+
+
+def crop_region(block: Box, margin: Vec) -> Box:
+    """The output region a ``crop`` chunk predicts: the block grown by the margin on each side."""
+    return block.grow(margin)
+
+
+def crop_patches(block: Box, geometry: PatchGeometry, margin: Vec) -> list[Box]:
+    """Patches tiling the block + margin on a chunk-local lattice, keeping those touching the block."""
+    return lattice_patches(crop_region(block, margin), block, geometry)
