@@ -69,3 +69,25 @@ def test_weight_maps_are_positive_and_peak_in_the_centre(kind: str) -> None:
     assert w[8, 128, 128] == w.max()
     if kind != "constant":
         assert w[0, 0, 0] < 1e-3 * w.max()
+
+
+def test_torch_export_archive_equals_torchscript(tmp_path: Path, small_config: dict) -> None:
+    net = ValidConvNet(channels_out=2, seed=7).eval()
+    example = torch.zeros(2, 1, 8, 18, 20)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(tmp_path / "net.pt2"))
+    scripted = save_torchscript(net, tmp_path / "net7.pt")
+
+    from_ts = run_all_blocks(config_with(small_config, **{"model.path": scripted}))
+    from_export = run_all_blocks(
+        config_with(
+            small_config,
+            **{
+                "model.path": str(tmp_path / "net.pt2"),
+                "output.path": str(tmp_path / "out_export.zarr"),
+                "state_dir": str(tmp_path / "state_export"),
+            },
+        )
+    )
+    np.testing.assert_allclose(from_export, from_ts, atol=1e-6)
