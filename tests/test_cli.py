@@ -1,0 +1,47 @@
+"""The read-only commands a user runs between workflow runs: plan, status, summary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from run_helpers import run_all_blocks
+
+CHUNKFLOW = str(Path(sys.executable).with_name("chunkflow"))
+
+
+def _run(*args: str) -> str:
+    result = subprocess.run([CHUNKFLOW, *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_plan_status_and_summary_agree_with_the_markers(tmp_path: Path, small_config: dict) -> None:
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(small_config))
+    plan = _run("plan", "--config", str(config_file), "--blocks")
+    assert "blocks  8 = 2 x 2 x 2 of [12, 24, 32]" in plan
+    listed = [line.split()[0] for line in plan.splitlines() if line.startswith("  z")]
+    assert listed == [f"z{z}_y{y}_x{x}" for z in (0, 1) for y in (0, 1) for x in (0, 1)]
+    assert _run("status", "--config", str(config_file)).startswith("0/8 blocks done")
+
+    run_all_blocks(small_config)
+    assert _run("status", "--config", str(config_file)).startswith("8/8 blocks done")
+    Path(small_config["state_dir"], "blocks", "z1_y0_x0.json").unlink()
+    status = _run("status", "--config", str(config_file))
+    assert status.splitlines() == ["7/8 blocks done", "  missing z1_y0_x0"]
+
+    summary_file = tmp_path / "summary.json"
+    _run("summary", "--config", str(config_file), "--json", str(summary_file))
+    summary = json.loads(summary_file.read_text())
+    markers = [
+        json.loads(p.read_text()) for p in Path(small_config["state_dir"], "blocks").glob("*.json")
+    ]
+    assert summary["blocks_done"] == 7 and summary["blocks_total"] == 8
+    assert summary["voxels"] == sum(m["voxels"] for m in markers)
+    assert summary["patches"] == sum(m["patches"] for m in markers)
+    whole = [int(w) for w in plan.split("a single whole-ROI pass needs ")[1].split()[0].split(",")]
+    assert summary["patches_whole_roi"] == whole[0]
