@@ -21,8 +21,8 @@ demo: $(VENV)/.installed
 
 # `snakemake --lint` runs in the tests (tests/test_lint.py).
 lint: $(VENV)/.installed
-	$(BIN)/ruff format --check chunkflow tests
-	$(BIN)/ruff check chunkflow tests
+	$(BIN)/ruff format --check chunkflow tests benchmarks
+	$(BIN)/ruff check chunkflow tests benchmarks
 
 test: lint
 	$(BIN)/pytest

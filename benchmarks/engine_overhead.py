@@ -33,7 +33,14 @@ from chunkflow.placement import PatchGeometry, exact_patches  # noqa: E402
 # name: (model factory, input patch, output patch, overlap, block, batch size)
 CASES = {
     "demo net": (boundary_net, (20, 134, 134), (16, 128, 128), (4, 32, 32), (32, 256, 256), 4),
-    "3D U-Net": (lambda: UNet3D(width=(32, 64, 128)), (16, 96, 96), (16, 96, 96), (4, 24, 24), (28, 168, 168), 2),
+    "3D U-Net": (
+        lambda: UNet3D(width=(32, 64, 128)),
+        (16, 96, 96),
+        (16, 96, 96),
+        (4, 24, 24),
+        (28, 168, 168),
+        2,
+    ),
 }
 
 
@@ -59,7 +66,12 @@ def measure(name: str, device: torch.device, repeats: int) -> dict:
 
     source = torch.from_numpy(chunk)
     batches = [
-        torch.stack([source[(slice(None), *geometry.input_box(p).slices(chunk_box.start))] for p in patches[i : i + batch]]).to(device)
+        torch.stack(
+            [
+                source[(slice(None), *geometry.input_box(p).slices(chunk_box.start))]
+                for p in patches[i : i + batch]
+            ]
+        ).to(device)
         for i in range(0, len(patches), batch)
     ]
 
@@ -103,7 +115,9 @@ def measure(name: str, device: torch.device, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -112,8 +126,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else "none"
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, GPU {gpu}, torch {torch.__version__}")
-    print(f"{'model':10} {'params':>9} {'patches':>7} {'engine s':>9} {'bare s':>8} {'overhead':>8} {'data MB':>8} {'RSS+ MB':>8} {'RSS+/data':>9} {'GPU peak MB':>11}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, GPU {gpu}, torch {torch.__version__}"
+    )
+    print(
+        f"{'model':10} {'params':>9} {'patches':>7} {'engine s':>9} {'bare s':>8} {'overhead':>8} {'data MB':>8} {'RSS+ MB':>8} {'RSS+/data':>9} {'GPU peak MB':>11}"
+    )
     for name in CASES:
         r = measure(name, device, args.repeats)
         gpu_peak = f"{r['gpu_peak_mb']:.0f}" if r["gpu_peak_mb"] is not None else "-"

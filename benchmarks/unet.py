@@ -28,7 +28,9 @@ class ResBlock(nn.Module):
 
 
 class UNet3D(nn.Module):
-    def __init__(self, cin: int = 1, cout: int = 3, width: tuple[int, int, int] = (16, 32, 64)) -> None:
+    def __init__(
+        self, cin: int = 1, cout: int = 3, width: tuple[int, int, int] = (16, 32, 64)
+    ) -> None:
         super().__init__()
         a, b, c = width
         self.enc1, self.enc2, self.bottom = ResBlock(cin, a), ResBlock(a, b), ResBlock(b, c)

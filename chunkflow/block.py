@@ -61,7 +61,7 @@ class BlockRunner:
         settings = self.plan.settings
         self._output = open_output(settings)
         self.plan.check_existing_output()  # never write into a store laid out for other settings
-        self._input = open_volume(settings.input.path)
+        self._input = open_volume(settings.input.path, mip=settings.input.mip)
 
         import torch
 

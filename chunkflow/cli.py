@@ -37,7 +37,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
         f"a single whole-ROI pass needs {whole:,} ({sum(counts) / whole:.2f}x), "
         f"placement {s.inference.placement}"
     )
-    print(f"output  {s.output.path}: {s.output.dtype}, chunks {list(s.output.chunk_size)}")
+    shards = f", shards {list(s.output.shard_size)}" if s.output.shard_size else ""
+    print(f"output  {s.output.path}: {s.output.dtype}, chunks {list(s.output.chunk_size)}{shards}")
     if args.blocks:
         for block, n in zip(blocks, counts, strict=True):
             print(f"  {block.id}  {block.box}  {n} patches")
@@ -59,6 +60,17 @@ def cmd_create_output(args: argparse.Namespace) -> None:
         write_json_atomic(
             Path(args.record), {"path": volume.path, "created": created, **asdict(volume.info)}
         )
+
+
+def cmd_finish_output(args: argparse.Namespace) -> None:
+    from chunkflow.output_store import finish_output
+
+    volume = finish_output(_plan(args))
+    print(f"finished output {volume.path}")
+    if args.record:
+        from chunkflow.markers import write_json_atomic
+
+        write_json_atomic(Path(args.record), {"path": volume.path, "finished": True})
 
 
 def cmd_run_block(args: argparse.Namespace) -> None:
@@ -97,6 +109,21 @@ def cmd_summary(args: argparse.Namespace) -> None:
     print(text)
 
 
+def cmd_view(args: argparse.Namespace) -> None:
+    from chunkflow import view
+
+    plan = _plan(args)
+    httpd, base = view.server(plan, args.port) if args.serve else (None, None)
+    state = view.state(plan, base)
+    print(json.dumps(state, indent=1) if args.json else view.url(state), flush=True)
+    if httpd is not None:
+        print(f"serving the local volumes at {base}; Ctrl-C stops", file=sys.stderr)
+        try:
+            httpd.serve_forever()
+        except KeyboardInterrupt:
+            httpd.server_close()
+
+
 def cmd_demo_data(args: argparse.Namespace) -> None:
     from chunkflow.demo import write_demo
 
@@ -122,6 +149,9 @@ def parser() -> argparse.ArgumentParser:
     command(
         "create-output", cmd_create_output, "create the output store (or check an existing one)"
     ).add_argument("--record", help="also write the output's metadata as JSON here")
+    command(
+        "finish-output", cmd_finish_output, "make the output whole after the blocks (HDF5: VDS)"
+    ).add_argument("--record", help="also write a JSON record here")
     rb = command("run-block", cmd_run_block, "compute blocks by id, without Snakemake")
     rb.add_argument("block", nargs="+", help="block ids such as z0_y1_x2")
     rb.add_argument("--expect-fingerprint", help="refuse to run if the settings hash differs")
@@ -131,6 +161,10 @@ def parser() -> argparse.ArgumentParser:
     sm = command("summary", cmd_summary, "aggregate the done-markers")
     sm.add_argument("--json", help="also write the summary as JSON here")
     sm.add_argument("--text", help="also write the summary text here")
+    vw = command("view", cmd_view, "print a neuroglancer link: the output over the input")
+    vw.add_argument("--json", action="store_true", help="print the viewer state as JSON")
+    vw.add_argument("--serve", action="store_true", help="serve local volumes over HTTP")
+    vw.add_argument("--port", type=int, default=8000, help="port for --serve (0: any free)")
     command("demo-data", cmd_demo_data, "write the synthetic demo volume and model").add_argument(
         "--dir", default="resources/demo", help="where to write them"
     )

@@ -29,6 +29,7 @@ class InputSettings:
     path: str
     scale: str
     padding: str
+    mip: int = 0
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class OutputSettings:
     dtype: str
     chunk_size: Vec
     zarr_format: int
+    encoding: str = "raw"
+    shard_size: Vec | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,32 @@ def _quarter(size: Vec) -> Vec:
     return vec(s // 4 for s in size)
 
 
+def _output_settings(output: dict[str, Any]) -> OutputSettings:
+    chunk = vec(output["chunk_size"])
+    shard = vec(output["shard_size"]) if "shard_size" in output else None
+    if output["encoding"] != "raw":
+        from chunkflow.volumes.precomputed import PrecomputedVolume
+
+        if not PrecomputedVolume.handles(output["path"]):
+            raise ConfigError(
+                f"output.encoding {output['encoding']} applies to precomputed outputs only; "
+                "remove it or write to a precomputed:// path"
+            )
+    if shard is not None:
+        if output["zarr_format"] != 3:
+            raise ConfigError(
+                "output.shard_size needs output.zarr_format 3 (zarr v2 has no sharding); "
+                "set zarr_format: 3 or remove shard_size"
+            )
+        bad = [a for a, s, c in zip("zyx", shard, chunk, strict=True) if s % c]
+        if bad:
+            raise ConfigError(
+                f"output.shard_size {list(shard)} is not a whole multiple of output.chunk_size "
+                f"{list(chunk)} along {', '.join(bad)}; make each shard hold whole chunks"
+            )
+    return OutputSettings(**{**output, "chunk_size": chunk, "shard_size": shard})
+
+
 def parse(config: dict[str, Any]) -> Settings:
     """Validate a config mapping and turn it into Settings, checking the patch geometry."""
     data = validate(config)
@@ -245,9 +274,7 @@ def parse(config: dict[str, Any]) -> Settings:
             )
     return Settings(
         input=InputSettings(**data["input"]),
-        output=OutputSettings(
-            **{**data["output"], "chunk_size": vec(data["output"]["chunk_size"])}
-        ),
+        output=_output_settings(data["output"]),
         roi_offset=vec(roi["offset"]) if "offset" in roi else None,
         roi_size=vec(roi["size"]) if "size" in roi else None,
         block_size=vec(data["block_size"]),

@@ -34,9 +34,9 @@ def synthetic_em(shape: Vec = DEMO_SHAPE, seed: int = 0, cell_size: float = 40.0
     kernel = np.exp(
         -2 * np.pi**2 * (kz[:, None, None] ** 2 + ky[None, :, None] ** 2 + kx[None, None, :] ** 2)
     )
-    field = np.fft.irfftn(np.fft.rfftn(noise) * kernel.astype(np.float32), s=shape).astype(
-        np.float32
-    )
+    field = np.fft.irfftn(
+        np.fft.rfftn(noise) * kernel.astype(np.float32), s=shape, axes=(0, 1, 2)
+    ).astype(np.float32)
     field /= field.std()
     membrane = np.exp(-((field / 0.12) ** 2))
     texture = rng.standard_normal(shape).astype(np.float32)
@@ -79,7 +79,7 @@ def write_demo(directory: str | Path, shape: Vec = DEMO_SHAPE, seed: int = 0) ->
     """
     import torch
 
-    from chunkflow.volumes.zarr_volume import ZarrVolume
+    from chunkflow.volumes.zarr_volume import ZarrVolume, create_array
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -89,7 +89,8 @@ def write_demo(directory: str | Path, shape: Vec = DEMO_SHAPE, seed: int = 0) ->
         info = VolumeInfo(
             shape=shape, dtype="uint8", chunk_size=(32, 128, 128), resolution=DEMO_RESOLUTION
         )
-        ZarrVolume.create(str(raw), info).write(info.bounds, synthetic_em(shape, seed))
+        create_array(str(raw), info)
+        ZarrVolume(str(raw), mode="r+").write(info.bounds, synthetic_em(shape, seed))
     if not model.exists():
         torch.jit.save(torch.jit.script(boundary_net()), str(model))
     return raw, model

@@ -1,10 +1,11 @@
-"""Creating the output store once, with the geometry and channel count the run will write."""
+"""The output store: created once with the geometry and channel count the run will write, and
+finished once every block is written (a no-op except for formats that assemble parts: HDF5)."""
 
 from __future__ import annotations
 
 from chunkflow.geometry import Box
 from chunkflow.plan import RunPlan
-from chunkflow.volumes import Volume, create_or_check
+from chunkflow.volumes import Volume, create_or_check, open_volume, output_backend
 
 
 def model_output_channels(plan: RunPlan) -> int:
@@ -38,4 +39,17 @@ def create_output(plan: RunPlan) -> tuple[Volume, bool]:
     """Create the output volume, or reuse a matching existing one; refuse a mismatching one."""
     channels = model_output_channels(plan)
     info = plan.output_info(channels)
-    return create_or_check(plan.settings.output.path, info, plan.settings.output.zarr_format)
+    return create_or_check(plan.settings.output.path, info, plan.settings.output)
+
+
+def needs_finish(plan: RunPlan) -> bool:
+    """Whether the output's format has a finishing step after the blocks (HDF5: the VDS)."""
+    return output_backend(plan.settings.output.path).finish is not Volume.finish
+
+
+def finish_output(plan: RunPlan) -> Volume:
+    """Make the output whole over every block of the plan; the output must match the plan."""
+    plan.check_existing_output()
+    volume = open_volume(plan.settings.output.path, mode="r+")
+    volume.finish([block.box for block in plan.grid])
+    return volume

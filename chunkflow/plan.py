@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from chunkflow.config import Settings
+from chunkflow.config import OutputSettings, Settings
 from chunkflow.errors import ConfigError, VolumeError
 from chunkflow.geometry import Box, Vec, bounding_box, sub
 from chunkflow.grid import Block, BlockGrid, nearest_multiples
 from chunkflow.models import check_model_files
 from chunkflow.placement import PatchGeometry, crop_patches, exact_patches, lattice_starts
-from chunkflow.volumes import VolumeInfo, check_existing, open_volume
+from chunkflow.volumes import (
+    VolumeInfo,
+    check_existing,
+    open_volume,
+    output_backend,
+    volume_exists,
+)
 
 
 @dataclass(frozen=True)
@@ -45,15 +50,16 @@ class RunPlan:
 
     def check_existing_output(self) -> None:
         """Refuse an existing output store that disagrees with this plan (ROI, dtype, chunks,
-        resolution, zarr format, and model.output_channels when set), without loading the model.
+        resolution, format options, and model.output_channels when set), without loading the
+        model.
 
         Without model.output_channels the store's channel count is taken as given: only a model
         forward pass can check it.
         """
         path = self.settings.output.path
-        if Path(path).exists():
+        if volume_exists(path):
             channels = self.settings.model.output_channels or open_volume(path).info.channels
-            check_existing(path, self.output_info(channels), self.settings.output.zarr_format)
+            check_existing(path, self.output_info(channels), self.settings.output)
 
     def whole_roi_patch_count(self) -> int:
         """Patches one pass over the whole ROI would run (the exact lattice)."""
@@ -85,21 +91,21 @@ def _resolve_roi(settings: Settings, bounds: Box) -> Box:
     return roi
 
 
-def _check_block_size(block_size: Vec, chunk_size: Vec) -> None:
-    bad = [a for a, b, c in zip("zyx", block_size, chunk_size, strict=True) if b % c]
+def _check_block_size(block_size: Vec, output: OutputSettings) -> None:
+    """Blocks must hold whole storage objects: chunks, or shards when the output is sharded."""
+    unit, name = output.chunk_size, "output.chunk_size"
+    if output.shard_size is not None:
+        unit, name = output.shard_size, "output.shard_size"
+    bad = [a for a, b, c in zip("zyx", block_size, unit, strict=True) if b % c]
     if not bad:
         return
-    pairs = [nearest_multiples(b, c) for b, c in zip(block_size, chunk_size, strict=True)]
-    lower = [
-        lo if b % c else b for (lo, _), b, c in zip(pairs, block_size, chunk_size, strict=True)
-    ]
-    upper = [
-        hi if b % c else b for (_, hi), b, c in zip(pairs, block_size, chunk_size, strict=True)
-    ]
+    pairs = [nearest_multiples(b, c) for b, c in zip(block_size, unit, strict=True)]
+    lower = [lo if b % c else b for (lo, _), b, c in zip(pairs, block_size, unit, strict=True)]
+    upper = [hi if b % c else b for (_, hi), b, c in zip(pairs, block_size, unit, strict=True)]
     options = " or ".join(str(o) for o in dict.fromkeys(map(str, (lower, upper))))
     raise ConfigError(
-        f"block_size {list(block_size)} is not a whole multiple of output.chunk_size "
-        f"{list(chunk_size)} along {', '.join(bad)}; nearest valid block sizes: {options}"
+        f"block_size {list(block_size)} is not a whole multiple of {name} "
+        f"{list(unit)} along {', '.join(bad)}; nearest valid block sizes: {options}"
     )
 
 
@@ -117,10 +123,14 @@ def make_plan(settings: Settings, input_info: VolumeInfo | None = None) -> RunPl
     """Resolve ``settings`` against the input volume (opened for its metadata only)."""
     # the checks that need no volume first: a mistake there costs no I/O
     check_model_files(settings.model)
-    _check_block_size(settings.block_size, settings.output.chunk_size)
+    _check_block_size(settings.block_size, settings.output)
+    try:
+        output_backend(settings.output.path)
+    except VolumeError as err:
+        raise ConfigError(f"output.path: {err}") from None
     if input_info is None:
         try:
-            input_info = open_volume(settings.input.path).info
+            input_info = open_volume(settings.input.path, mip=settings.input.mip).info
         except VolumeError as err:
             raise ConfigError(f"input.path: {err}") from None
     roi = _resolve_roi(settings, input_info.bounds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from chunkflow import view
 from chunkflow.plan import RunPlan
 
 
@@ -32,6 +33,7 @@ def summarize(plan: RunPlan, markers: list[dict[str, Any]]) -> dict[str, Any]:
         if job_seconds["total"]
         else None,
         "devices": sorted({m["ran_on"]["device"] for m in markers}),
+        "neuroglancer": view.url(view.state(plan)),
     }
 
 
@@ -49,4 +51,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"  throughput: {s['voxels_per_second_wall'] / 1e6:.2f} Mvoxel/s wall-clock, "
             f"{s['voxels_per_job_second'] / 1e6:.2f} Mvoxel/s per job"
         )
+    lines.append(
+        f"  neuroglancer (output over input; `chunkflow view --serve` serves local files): "
+        f"{s['neuroglancer']}"
+    )
     return "\n".join(lines)

@@ -43,6 +43,18 @@ class WorkflowPlan:
         return str(Path(self.state_dir) / "output.json")
 
     @property
+    def finish_record(self) -> str:
+        return str(Path(self.state_dir) / "finished.json")
+
+    @property
+    def final_targets(self) -> list[str]:
+        """What ``rule all`` asks for besides the markers: the summary, and the finished
+        output for formats that assemble their blocks (HDF5)."""
+        from chunkflow.output_store import needs_finish
+
+        return [self.summary_json] + ([self.finish_record] if needs_finish(self.plan) else [])
+
+    @property
     def summary_json(self) -> str:
         return str(Path(self.state_dir) / "summary.json")
 

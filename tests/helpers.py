@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from chunkflow.config import OutputSettings
 from chunkflow.geometry import Vec
 from chunkflow.volumes.base import VolumeInfo
 from chunkflow.volumes.zarr_volume import ZarrVolume
@@ -22,10 +23,12 @@ class ValidConvNet(nn.Module):
     translation-equivariant near patch borders: where a patch sits changes what it predicts.
     """
 
-    def __init__(self, channels_out: int = 2, depth: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self, channels_out: int = 2, depth: int = 1, seed: int = 0, channels_in: int = 1
+    ) -> None:
         super().__init__()
         torch.manual_seed(seed)
-        layers: list[nn.Module] = [nn.Conv3d(1, 4, 3, padding=1), nn.Tanh()]
+        layers: list[nn.Module] = [nn.Conv3d(channels_in, 4, 3, padding=1), nn.Tanh()]
         for _ in range(depth):
             layers += [nn.Conv3d(4, 4, 3), nn.Tanh()]
         layers += [nn.Conv3d(4, channels_out, 1), nn.Sigmoid()]
@@ -87,9 +90,14 @@ def write_volume(
         resolution=resolution,
         channels=None if data.ndim == 3 else data.shape[0],
     )
-    volume = ZarrVolume.create(str(path), info, zarr_format)
+    volume = ZarrVolume.create(str(path), info, output_format(zarr_format))
     volume.write(info.bounds, data)
     return str(path)
+
+
+def output_format(zarr_format: int = 3, shard_size: Vec | None = None) -> OutputSettings:
+    """Output settings that only carry format options (what ``create`` and the checks read)."""
+    return OutputSettings("", "float32", (1, 1, 1), zarr_format, shard_size=shard_size)
 
 
 def config_with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import h5py
 import numpy as np
 import zarr
 
 from chunkflow import config as config_mod
 from chunkflow.block import BlockRunner
 from chunkflow.models import model_sha256
-from chunkflow.output_store import create_output
+from chunkflow.output_store import create_output, finish_output
 from chunkflow.plan import make_plan
 
 
 def run_all_blocks(config: dict[str, Any]) -> np.ndarray:
-    """Create the output, compute every block with one runner, return the output array."""
+    """Create the output, compute every block with one runner, finish the output (HDF5: its
+    virtual dataset), and return the output array as the format's own library reads it."""
     settings = config_mod.parse(config)
     plan = make_plan(settings)
     create_output(plan)
@@ -23,4 +25,27 @@ def run_all_blocks(config: dict[str, Any]) -> np.ndarray:
     runner = BlockRunner(plan, settings.result_fingerprint(sha), sha)
     for block in plan.grid:
         runner.run(block)
-    return zarr.open_array(settings.output.path, mode="r")[...]
+    finish_output(plan)
+    return read_back(settings.output.path)[0]
+
+
+def read_back(path: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """The array at ``path`` and its attributes, read with zarr or h5py (not chunkflow):
+    ``file.h5:/dataset``, a precomputed URL (cloud-volume; as (c, z, y, x)), an OME-Zarr image ``*.ome.zarr`` (its scale ``0``), or a zarr array."""
+    if ".h5:" in path:
+        file, dataset = path.split(":", 1)
+        with h5py.File(file, "r") as f:
+            return f[dataset][...], {k: v.tolist() for k, v in f[dataset].attrs.items()}
+    if path.startswith(("precomputed://", "file://", "gs://", "s3://")):  # x, y, z, c there
+        from cloudvolume import CloudVolume
+
+        cv = CloudVolume(path.removeprefix("precomputed://"), progress=False)
+        attrs = {
+            "voxel_offset": cv.voxel_offset[::-1].tolist(),
+            "resolution": cv.resolution[::-1].tolist(),
+        }
+        return np.asarray(cv[cv.bounds]).transpose(3, 2, 1, 0), attrs
+    if path.endswith(".ome.zarr"):
+        path += "/0"
+    array = zarr.open_array(path, mode="r")
+    return array[...], dict(array.attrs)

@@ -580,13 +580,15 @@ def test_models_that_do_not_fit_the_config_or_the_store(tmp_path, small_config):
         Case(
             "run-shape",
             ("the model returned shape [3, 2, 4, 14, 16]", expected),
-            {"model.path": over_crop, "output.path": str(output)},
+            # cpu, not auto: auto on a CPU-only machine logs a warning line first
+            {"model.path": over_crop, "output.path": str(output), "inference.device": "cpu"},
             command=run_block,
         ),
         Case(
             "run-channels",
             ("returned 3 channels",),
-            {"model.path": three, "output.path": str(output)},
+            # cpu, not auto: auto on a CPU-only machine logs a warning line first
+            {"model.path": three, "output.path": str(output), "inference.device": "cpu"},
             command=run_block,
         ),
     ]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -406,6 +407,35 @@ def test_deleted_marker_reruns_that_block_only(finished, expected, tmp_path, run
     # The other markers were not rewritten.
     assert {n: (marker_dir(run_dir) / n).stat().st_mtime_ns for n in stamps} == stamps
     assert np.array_equal(output(run_dir)[...], expected)
+
+
+def test_hdf5_output_is_assembled_after_the_blocks(expected, tmp_path, run_env, elsewhere):
+    """Each block job writes its own part file; a local rule joins them in one virtual dataset,
+    again when a block is recomputed."""
+    config = config_with(BASE_CONFIG, **{"output.path": "results/out.h5:/predictions"})
+    run_dir = make_run_dir(tmp_path / "run", config)
+    result = snakemake(run_dir, run_env, elsewhere)
+    assert job_counts(result.text) == {
+        "create_output": 1,
+        "infer_block": N_BLOCKS,
+        "finish_output": 1,
+        "summary": 1,
+        "all": 1,
+    }
+    parts = sorted(p.name for p in (run_dir / "results" / "out.h5.parts").iterdir())
+    assert len(parts) == N_BLOCKS and all(p.endswith(".h5") for p in parts)
+    with h5py.File(run_dir / "results" / "out.h5", "r") as f:
+        assert f["predictions"].is_virtual
+        assert np.array_equal(f["predictions"][...], expected)
+        assert list(f["predictions"].attrs["voxel_offset"]) == list(OFFSET)
+        assert list(f["predictions"].attrs["resolution"]) == list(RESOLUTION)
+    assert job_counts(snakemake(run_dir, run_env, elsewhere, "-n").text) == {}
+
+    (marker_dir(run_dir) / "z1_y1_x0.json").unlink()
+    rerun = snakemake(run_dir, run_env, elsewhere)
+    assert job_counts(rerun.text) == {"infer_block": 1, "finish_output": 1, "summary": 1, "all": 1}
+    with h5py.File(run_dir / "results" / "out.h5", "r") as f:
+        assert np.array_equal(f["predictions"][...], expected)
 
 
 @pytest.mark.parametrize(

@@ -1,44 +1,83 @@
-"""Volumes by path: open an existing one, or create the output (refusing a mismatching one)."""
+"""Volumes by path: open an existing one, or create the output (refusing a mismatching one).
+
+The format follows from the path: the first backend in ``BACKENDS`` whose ``handles(path)`` is
+true serves it (see ``chunkflow.volumes.base.Volume`` for what a backend implements).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chunkflow.errors import VolumeError
 from chunkflow.volumes.base import Volume, VolumeInfo
+from chunkflow.volumes.hdf5 import HDF5Volume
+from chunkflow.volumes.ome_zarr import OmeZarrVolume
 from chunkflow.volumes.padding import read_padded
+from chunkflow.volumes.precomputed import PrecomputedVolume
 from chunkflow.volumes.zarr_volume import ZarrVolume
 
+if TYPE_CHECKING:
+    from chunkflow.config import OutputSettings
+
 __all__ = [
+    "BACKENDS",
     "Volume",
     "VolumeInfo",
+    "backend_for",
     "check_existing",
     "create_or_check",
     "open_volume",
+    "output_backend",
     "read_padded",
+    "volume_exists",
 ]
 
+# Order matters: the more specific spellings first.
+BACKENDS: list[type[Volume]] = [PrecomputedVolume, HDF5Volume, OmeZarrVolume, ZarrVolume]
 
-def open_volume(path: str, mode: str = "r") -> Volume:
-    """Open the volume at ``path``; the format follows from the path."""
-    if (
-        path.rstrip("/").endswith(".zarr")
-        or Path(path, "zarr.json").exists()
-        or Path(path, ".zarray").exists()
-    ):
-        return ZarrVolume(path, mode=mode)
-    if not Path(path).exists():
+FORMATS_HINT = (
+    "name zarr stores '*.zarr', OME-Zarr images '*.ome.zarr', HDF5 datasets 'file.h5:/dataset'"
+)
+
+
+def _serving(path: str) -> type[Volume] | None:
+    return next((b for b in BACKENDS if b.handles(path)), None)
+
+
+def backend_for(path: str) -> type[Volume]:
+    """The backend serving ``path``; a one-line VolumeError when none does."""
+    backend = _serving(path)
+    if backend is not None:
+        return backend
+    if not volume_exists(path):
         raise VolumeError(f"volume '{path}' does not exist; check the path")
-    raise VolumeError(f"cannot tell the format of '{path}'; name zarr stores '*.zarr'")
+    raise VolumeError(f"cannot tell the format of '{path}'; {FORMATS_HINT}")
 
 
-def check_existing(path: str, info: VolumeInfo, zarr_format: int = 3) -> Volume:
-    """Open the existing volume at ``path``; refuse it, untouched, unless it matches ``info``."""
+def output_backend(path: str) -> type[Volume]:
+    """The backend that creates (or checks) the output at ``path``, existing or not."""
+    backend = _serving(path)
+    if backend is None:
+        raise VolumeError(f"cannot tell the output format of '{path}'; {FORMATS_HINT}")
+    return backend
+
+
+def volume_exists(path: str) -> bool:
+    """Whether anything sits at ``path``, as the backends that handle its spelling see it."""
+    return any(b.exists(path) for b in BACKENDS if b.handles(path)) or Path(path).exists()
+
+
+def open_volume(path: str, mode: str = "r", mip: int = 0) -> Volume:
+    """Open scale ``mip`` of the volume at ``path``; the format follows from the path."""
+    return backend_for(path)(path, mode=mode, mip=mip)  # type: ignore[call-arg]
+
+
+def check_existing(path: str, info: VolumeInfo, output: OutputSettings) -> Volume:
+    """Open the existing volume at ``path``; refuse it, untouched, unless it matches ``info``
+    and the format options of ``output``."""
     existing = open_volume(path, mode="r+")
-    diffs = info.differences(existing.info)
-    found_format = getattr(existing, "zarr_format", zarr_format)
-    if found_format != zarr_format:
-        diffs.append(f"zarr format {found_format} (expected {zarr_format})")
+    diffs = info.differences(existing.info) + existing.format_mismatches(output)
     if diffs:
         raise VolumeError(
             f"output '{path}' exists with different {'; '.join(diffs)}; "
@@ -47,13 +86,12 @@ def check_existing(path: str, info: VolumeInfo, zarr_format: int = 3) -> Volume:
     return existing
 
 
-def create_or_check(path: str, info: VolumeInfo, zarr_format: int = 3) -> tuple[Volume, bool]:
+def create_or_check(path: str, info: VolumeInfo, output: OutputSettings) -> tuple[Volume, bool]:
     """Create the output volume, or reuse an existing one that matches ``info`` exactly.
 
     Returns the volume and whether it was created. A mismatching store is refused, never touched.
     """
-    if Path(path).exists():
-        return check_existing(path, info, zarr_format), False
-    if not path.rstrip("/").endswith(".zarr"):
-        raise VolumeError(f"output.path '{path}' must end in .zarr")
-    return ZarrVolume.create(path, info, zarr_format), True
+    backend = output_backend(path)
+    if backend.exists(path):
+        return check_existing(path, info, output), False
+    return backend.create(path, info, output), True

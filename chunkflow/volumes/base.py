@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from chunkflow.errors import VolumeError
 from chunkflow.geometry import Box, Vec
+
+if TYPE_CHECKING:
+    from chunkflow.config import OutputSettings
 
 
 @dataclass(frozen=True)
@@ -44,11 +50,60 @@ def _show(value: object) -> object:
     return list(value) if isinstance(value, tuple) else value
 
 
+def refuse_mip(path: str, mip: int) -> None:
+    """Single-scale formats have only mip 0."""
+    if mip:
+        raise VolumeError(
+            f"'{path}' has one scale, not mip {mip}; input.mip applies to precomputed and "
+            "OME-Zarr inputs"
+        )
+
+
 class Volume(ABC):
-    """An open volume. Boxes are in global voxel coordinates and must lie inside ``bounds``."""
+    """An open volume. Boxes are in global voxel coordinates and must lie inside ``bounds``.
+
+    A backend (one storage format) subclasses this and is listed in
+    ``chunkflow.volumes.BACKENDS``, where the first whose ``handles(path)`` is true serves a
+    path. It offers:
+
+    - ``Backend(path, mode="r", mip=0)``: open scale ``mip`` of an existing volume (``mode``
+      ``"r"`` or ``"r+"``), raising a one-line ``VolumeError`` for anything unusable (single-scale
+      formats refuse ``mip > 0`` with ``refuse_mip``); it sets ``path`` and ``info``.
+    - ``handles(path)``: whether the path is spelled (or, when it exists, stored) in this format.
+    - ``exists(path)``: whether a volume (or something else) already sits at the path.
+    - ``create(path, info, output)``: create an output volume with the geometry of ``info`` and
+      the format options of ``output``; formats that cannot be written raise ``VolumeError``.
+    - ``format_mismatches(output)``: how an existing volume's format options differ from
+      ``output`` (the geometry is compared by ``VolumeInfo.differences``).
+    - ``_read`` / ``_write``: local index → array; ``finish(boxes)`` after every block is written.
+    """
 
     info: VolumeInfo
     path: str
+
+    @classmethod
+    @abstractmethod
+    def handles(cls, path: str) -> bool:
+        """Whether ``path`` names a volume of this format (by its spelling or its content)."""
+
+    @classmethod
+    def exists(cls, path: str) -> bool:
+        """Whether anything exists at ``path`` (a volume to check, or something to refuse)."""
+        return Path(path).exists()
+
+    @classmethod
+    def create(cls, path: str, info: VolumeInfo, output: OutputSettings) -> Volume:
+        """Create the output volume at ``path``; the default: this format is read-only."""
+        raise VolumeError(f"chunkflow cannot write {cls.__name__} outputs ('{path}')")
+
+    def format_mismatches(self, output: OutputSettings) -> list[str]:
+        """How this volume's format options differ from ``output``'s, e.g. ``zarr format 2
+        (expected 3)``; none by default."""
+        return []
+
+    def finish(self, boxes: Sequence[Box]) -> None:
+        """Make the output whole once every block in ``boxes`` is written; nothing by default."""
+        return None
 
     @property
     def bounds(self) -> Box:

@@ -1,71 +1,39 @@
-"""Zarr arrays (format 2 and 3) as volumes; voxel offset and resolution live in the attributes."""
+"""Zarr arrays (format 2 and 3, sharded or not) as volumes; geometry in the attributes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from chunkflow.errors import VolumeError
-from chunkflow.geometry import vec
-from chunkflow.volumes.base import Volume, VolumeInfo
+from chunkflow.geometry import Vec, vec
+from chunkflow.volumes.attributes import info_from_attrs
+from chunkflow.volumes.base import Volume, VolumeInfo, refuse_mip
+
+if TYPE_CHECKING:
+    from chunkflow.config import OutputSettings
 
 
-def _info_from_array(array, path: str) -> VolumeInfo:
-    if array.ndim not in (3, 4):
-        raise VolumeError(
-            f"'{path}' has {array.ndim} dimensions; chunkflow reads (z, y, x) or (c, z, y, x) arrays"
-        )
-    attrs = dict(array.attrs)
-    resolution: tuple[float, ...] = (1.0, 1.0, 1.0)
-    for name in ("resolution", "voxel_size"):  # funlib.persistence calls it voxel_size
-        if name in attrs:
-            resolution = _triple(attrs, name, path, array.ndim)
-            break
-    if any(r <= 0 for r in resolution):
-        raise VolumeError(f"'{path}' has resolution {list(resolution)}; it must be positive")
-    if "voxel_offset" in attrs:
-        raw_offset = _triple(attrs, "voxel_offset", path, array.ndim)
-    elif "offset" in attrs:  # daisy / funlib convention: offset in world units
-        world = _triple(attrs, "offset", path, array.ndim)
-        raw_offset = tuple(o / r for o, r in zip(world, resolution, strict=True))
-    else:
-        raw_offset = (0.0, 0.0, 0.0)
-    offset = vec(round(o) for o in raw_offset)
-    if any(abs(o - r) > 1e-6 for o, r in zip(offset, raw_offset, strict=True)):
-        raise VolumeError(
-            f"'{path}' has an offset that is not a whole number of voxels "
-            f"({[float(o) for o in raw_offset]}); fix its offset or resolution attribute"
-        )
-    channels = None if array.ndim == 3 else int(array.shape[0])
-    return VolumeInfo(
-        shape=vec(array.shape[-3:]),
-        dtype=str(array.dtype),
-        chunk_size=vec(array.chunks[-3:]),
-        voxel_offset=offset,
-        resolution=resolution,  # type: ignore[arg-type]
-        channels=channels,
-    )
-
-
-def _triple(attrs: dict, name: str, path: str, ndim: int) -> tuple[float, float, float]:
-    """Attribute ``name`` as z, y, x numbers: 3 of them, or one per axis of a (c, z, y, x) array."""
-    value = attrs[name]
+def is_zarr_array(path: str) -> bool:
+    """Whether ``path`` holds zarr array metadata (format 3 or 2)."""
+    if Path(path, ".zarray").exists():
+        return True
     try:
-        numbers = [] if isinstance(value, str) else [float(v) for v in value]
-    except (TypeError, ValueError):
-        numbers = []
-    if len(numbers) not in {3, ndim}:
-        raise VolumeError(
-            f"'{path}' has attribute {name} = {value!r}; it must list 3 numbers (z, y, x)"
-        )
-    return tuple(numbers[-3:])  # type: ignore[return-value]
+        return json.loads(Path(path, "zarr.json").read_text()).get("node_type") == "array"
+    except (OSError, ValueError):
+        return False
 
 
 class ZarrVolume(Volume):
-    def __init__(self, path: str, mode: str = "r") -> None:
+    """A zarr array, format 2 or 3, sharded or not (``path`` ends in ``.zarr``, or holds one)."""
+
+    def __init__(self, path: str, mode: str = "r", mip: int = 0) -> None:
         import zarr
 
+        refuse_mip(path, mip)
         self.path = path
         if not Path(path).exists():
             raise VolumeError(f"volume '{path}' does not exist; check the path")
@@ -80,7 +48,12 @@ class ZarrVolume(Volume):
             )
         self.array = node
         self.zarr_format: int = node.metadata.zarr_format
-        self.info = _info_from_array(node, path)
+        self.shard_size: Vec | None = None if node.shards is None else vec(node.shards[-3:])
+        self.info = info_from_attrs(node.shape, node.dtype, node.chunks, dict(node.attrs), path)
+
+    @classmethod
+    def handles(cls, path: str) -> bool:
+        return path.rstrip("/").endswith(".zarr") or is_zarr_array(path)
 
     def _read(self, index: tuple[slice, ...]) -> np.ndarray:
         return np.asarray(self.array[index])
@@ -88,25 +61,44 @@ class ZarrVolume(Volume):
     def _write(self, index: tuple[slice, ...], data: np.ndarray) -> None:
         self.array[index] = data
 
-    @staticmethod
-    def create(path: str, info: VolumeInfo, zarr_format: int = 3) -> ZarrVolume:
-        """Create an array at ``path`` with the geometry of ``info``: (c, z, y, x) or (z, y, x)."""
-        import zarr
+    def format_mismatches(self, output: OutputSettings) -> list[str]:
+        out = []
+        if self.zarr_format != output.zarr_format:
+            out.append(f"zarr format {self.zarr_format} (expected {output.zarr_format})")
+        if self.shard_size != output.shard_size:
+            show = lambda s: "none" if s is None else list(s)  # noqa: E731
+            out.append(f"shard_size {show(self.shard_size)} (expected {show(output.shard_size)})")
+        return out
 
-        lead = () if info.channels is None else (info.channels,)
-        names = ["c", "z", "y", "x"][-len(lead) - 3 :]
-        extra = {"dimension_names": names} if zarr_format == 3 else {}
-        zarr.create_array(
-            store=path,
-            shape=(*lead, *info.shape),
-            chunks=(*lead, *info.chunk_size),
-            dtype=info.dtype,
-            fill_value=0,
-            zarr_format=zarr_format,
-            attributes={
-                "voxel_offset": list(info.voxel_offset),
-                "resolution": list(info.resolution),
-            },
-            **extra,
-        )
-        return ZarrVolume(path, mode="r+")
+    @classmethod
+    def create(cls, path: str, info: VolumeInfo, output: OutputSettings) -> ZarrVolume:
+        """Create an array at ``path`` with the geometry of ``info``: (c, z, y, x) or (z, y, x)."""
+        create_array(path, info, output.zarr_format, output.shard_size)
+        return cls(path, mode="r+")
+
+
+def create_array(
+    path: str, info: VolumeInfo, zarr_format: int = 3, shard_size: Vec | None = None
+) -> None:
+    """A zarr array at ``path`` laid out as ``info`` says (``chunk_size`` the inner chunk when
+    sharded), with ``voxel_offset`` and ``resolution`` attributes."""
+    import zarr
+
+    lead = () if info.channels is None else (info.channels,)
+    names = ["c", "z", "y", "x"][-len(lead) - 3 :]
+    extra = {"dimension_names": names} if zarr_format == 3 else {}
+    if shard_size is not None:
+        extra["shards"] = (*lead, *shard_size)
+    zarr.create_array(
+        store=path,
+        shape=(*lead, *info.shape),
+        chunks=(*lead, *info.chunk_size),
+        dtype=info.dtype,
+        fill_value=0,
+        zarr_format=zarr_format,
+        attributes={
+            "voxel_offset": list(info.voxel_offset),
+            "resolution": list(info.resolution),
+        },
+        **extra,
+    )

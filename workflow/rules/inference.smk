@@ -1,5 +1,6 @@
 localrules:
     create_output,
+    finish_output,
     summary,
 
 
@@ -33,6 +34,20 @@ rule infer_block:
     shell:
         "chunkflow run-block --config {params.config} --expect-fingerprint {params.fingerprint}"
         " {wildcards.block} > {log} 2>&1"
+
+
+# Only formats that assemble their blocks ask for it (rule all): HDF5 builds its virtual dataset.
+rule finish_output:
+    input:
+        expand(RUN.marker_pattern, block=RUN.block_ids),
+    output:
+        RUN.finish_record,
+    params:
+        config=RUN.config_path,
+    log:
+        RUN.log("finish_output"),
+    shell:
+        "chunkflow finish-output --config {params.config} --record {output} > {log} 2>&1"
 
 
 rule summary:
