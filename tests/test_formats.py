@@ -1,6 +1,7 @@
-"""Every format in and out: one small volume stored as zarr v2, v3, sharded v3, OME-Zarr and HDF5
-(written with zarr / h5py themselves), each run to every output format. The outputs, read back
-with zarr or h5py, are identical and carry the input's voxel offset and resolution.
+"""Every format in and out: one small volume stored as zarr v2, v3, sharded v3, OME-Zarr, HDF5 and
+Neuroglancer precomputed (written with zarr / h5py / cloud-volume themselves), each run to every
+output format. The outputs, read back with zarr, h5py or cloud-volume, are identical and carry
+the input's voxel offset and resolution.
 """
 
 from __future__ import annotations
@@ -80,7 +81,15 @@ def hdf5_input(root: Path) -> str:
     return f"{root / 'raw.h5'}:/volumes/raw"
 
 
+def precomputed_input(root: Path) -> str:
+    from test_precomputed import write_precomputed
+
+    url = f"precomputed://{(root / 'raw_precomputed').as_uri()}"
+    return write_precomputed(url, RAW, offset=OFFSET, resolution=RESOLUTION)
+
+
 INPUTS = {
+    "precomputed": precomputed_input,
     "zarr2": lambda root: zarr_input(root, 2),
     "zarr3": lambda root: zarr_input(root, 3),
     "zarr3-sharded": lambda root: zarr_input(root, 3, shards=(16, 16, 16)),
@@ -94,6 +103,8 @@ OUTPUTS: dict[str, dict[str, Any]] = {
     "ome-zarr2": {"path": "out.ome.zarr", "zarr_format": 2},
     "ome-zarr3": {"path": "out.ome.zarr"},
     "hdf5": {"path": "out.h5:/predictions"},
+    "precomputed": {"path": "precomputed://file://{run}/out_precomputed"},
+    "precomputed-gzip": {"path": "precomputed://file://{run}/out_gzip", "encoding": "gzip"},
 }
 
 
@@ -104,9 +115,10 @@ def model(tmp_path_factory) -> str:
 
 def make_config(model: str, input_path: str, run: Path, **output: Any) -> dict[str, Any]:
     path = output.pop("path", "out.zarr")
+    path = path.format(run=run) if "{run}" in path else f"{run}/{path}"
     return {
         "input": {"path": input_path},
-        "output": {"path": f"{run}/{path}", "chunk_size": [4, 8, 8], **output},
+        "output": {"path": path, "chunk_size": [4, 8, 8], **output},
         "block_size": [16, 24, 24],
         "model": {"path": model, "input_patch_size": [8, 18, 20], "output_patch_size": [6, 16, 18]},
         "inference": {"overlap": [2, 4, 6], "batch_size": 4, "device": "cpu"},
