@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	$(BIN)/chunkflow demo-data --dir resources/demo
-	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
 
 # `snakemake --lint` runs in the tests (tests/test_lint.py).
 lint: $(VENV)/.installed

@@ -84,23 +84,28 @@ def cmd_run_block(args: argparse.Namespace) -> None:
         )
 
 
-def cmd_status(args: argparse.Namespace) -> None:
-    from chunkflow.markers import marker_path
+def _markers(plan):
+    from chunkflow.markers import read_markers
+    from chunkflow.models import model_sha256
 
+    fingerprint = plan.settings.result_fingerprint(model_sha256(plan.settings.model))
+    return read_markers(plan.settings.state_dir, plan.grid.ids(), fingerprint)
+
+
+def cmd_status(args: argparse.Namespace) -> None:
     plan = _plan(args)
-    ids = plan.grid.ids()
-    missing = [b for b in ids if not marker_path(plan.settings.state_dir, b).exists()]
-    print(f"{len(ids) - len(missing)}/{len(ids)} blocks done")
-    for block_id in missing[: args.show]:
-        print(f"  missing {block_id}")
+    done, stale, missing = _markers(plan)
+    print(f"{len(done)}/{len(plan.grid)} blocks done")
+    for label, ids in (("stale (settings changed)", stale), ("missing", missing)):
+        for block_id in ids[: args.show]:
+            print(f"  {label} {block_id}")
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    from chunkflow.markers import read_markers
     from chunkflow.summary import format_summary, summarize
 
     plan = _plan(args)
-    summary = summarize(plan, read_markers(plan.settings.state_dir))
+    summary = summarize(plan, _markers(plan)[0])
     text = format_summary(summary)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")

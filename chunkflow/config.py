@@ -272,6 +272,11 @@ def parse(config: dict[str, Any]) -> Settings:
                 f"inference.overlap {list(overlap)} must be smaller than model.output_patch_size "
                 f"{list(output_patch)} along {axis}; use e.g. {list(_quarter(output_patch))}"
             )
+    if "crop_margin" in inference and inference["placement"] != "crop":
+        raise ConfigError(
+            "inference.crop_margin is only used with inference.placement: crop; "
+            "remove it, or set the placement to crop"
+        )
     return Settings(
         input=InputSettings(**data["input"]),
         output=_output_settings(data["output"]),

@@ -1,6 +1,12 @@
 """Named errors. Their messages are one line, say what is wrong and how to fix it."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type's name."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
 class ChunkflowError(Exception):
     """Base of the errors shown to the user as a single line (no traceback)."""
 

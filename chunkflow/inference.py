@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from chunkflow.blending import weight_map
-from chunkflow.errors import ConfigError, ModelError
+from chunkflow.errors import ConfigError, ModelError, first_line
 from chunkflow.geometry import Box
 from chunkflow.placement import PatchGeometry
 
@@ -77,11 +77,8 @@ class Predictor:
             with torch.inference_mode(), self._autocast():
                 out = self.model(batch)
         except RuntimeError as err:
-            first = next(
-                (line for line in str(err).splitlines() if line.strip()), type(err).__name__
-            )
             raise ModelError(
-                f"the model failed on a batch of shape {list(batch.shape)}: {first.strip()}; "
+                f"the model failed on a batch of shape {list(batch.shape)}: {first_line(err)}; "
                 "check model.input_patch_size and the model's expected input"
             ) from None
         expected = self.geometry.output_size

@@ -43,6 +43,20 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
-def read_markers(state_dir: str) -> list[dict[str, Any]]:
-    """All done-markers of a run, sorted by block id."""
-    return [json.loads(p.read_text()) for p in sorted(marker_dir(state_dir).glob("*.json"))]
+def read_markers(
+    state_dir: str, block_ids: list[str], fingerprint: str
+) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """The done-markers of ``block_ids`` written with ``fingerprint``, then the ids whose marker
+    is stale (another fingerprint: Snakemake will rerun them), then the ids without a marker."""
+    done, stale, missing = [], [], []
+    for block_id in block_ids:
+        path = marker_path(state_dir, block_id)
+        if not path.exists():
+            missing.append(block_id)
+            continue
+        marker = json.loads(path.read_text())
+        if marker.get("fingerprint") == fingerprint:
+            done.append(marker)
+        else:
+            stale.append(block_id)
+    return done, stale, missing

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chunkflow.config import ModelSettings
-from chunkflow.errors import ConfigError, ModelError
+from chunkflow.errors import ConfigError, ModelError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -82,7 +82,7 @@ def load_model(settings: ModelSettings, device: torch.device) -> torch.nn.Module
     except ModelError:
         raise
     except Exception as err:
-        raise ModelError(f"cannot load model '{path}': {str(err).splitlines()[0]}") from None
+        raise ModelError(f"cannot load model '{path}': {first_line(err)}") from None
     network = network.to(device)
     if hasattr(network, "eval") and not path.endswith(".pt2"):
         network.eval()

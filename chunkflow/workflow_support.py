@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from chunkflow import config as config_mod
+from chunkflow.errors import ConfigError
 from chunkflow.markers import marker_dir
 from chunkflow.models import model_sha256
 from chunkflow.plan import RunPlan, make_plan
@@ -93,6 +94,11 @@ def prepare(config: dict[str, Any]) -> WorkflowPlan:
     content, so settings that cannot change the result (batch size, device) rerun nothing.
     Also puts this Python's bin folder first on PATH, so jobs find the `chunkflow` command.
     """
+    if not config:
+        raise ConfigError(
+            "no configuration: run snakemake with --configfile <config.yaml> "
+            "(the demo: --configfile config/config.yaml)"
+        )
     settings = config_mod.parse(config)
     plan = make_plan(settings)
     fingerprint = settings.result_fingerprint(model_sha256(settings.model))

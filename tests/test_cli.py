@@ -45,3 +45,18 @@ def test_plan_status_and_summary_agree_with_the_markers(tmp_path: Path, small_co
     assert summary["patches"] == sum(m["patches"] for m in markers)
     whole = [int(w) for w in plan.split("a single whole-ROI pass needs ")[1].split()[0].split(",")]
     assert summary["patches_whole_roi"] == whole[0]
+
+
+def test_status_and_summary_ignore_markers_of_other_settings(
+    tmp_path: Path, small_config: dict
+) -> None:
+    run_all_blocks(small_config)
+    changed = dict(small_config, inference={**small_config["inference"], "overlap": [1, 4, 6]})
+    config_file = tmp_path / "changed.yaml"
+    config_file.write_text(yaml.safe_dump(changed))
+    status = _run("status", "--config", str(config_file)).splitlines()
+    assert status[0] == "0/8 blocks done"
+    assert sum(line.startswith("  stale (settings changed) ") for line in status) == 8
+    summary_file = tmp_path / "s.json"
+    _run("summary", "--config", str(config_file), "--json", str(summary_file))
+    assert json.loads(summary_file.read_text())["blocks_done"] == 0

@@ -638,3 +638,14 @@ def test_block_job_refuses_a_store_laid_out_for_other_settings(small_config):
         run_blocks(changed, ["z0_y0_x0"])
     assert marker.stat().st_mtime_ns == stamp
     np.testing.assert_array_equal(zarr.open_array(small_config["output"]["path"])[...], before)
+
+
+def test_crop_margin_needs_crop_placement(small_config):
+    from chunkflow.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match="crop_margin is only used with inference.placement: crop"
+    ):
+        config_mod.parse(config_with(small_config, **{"inference.crop_margin": [1, 2, 2]}))
+    crop = {"inference.crop_margin": [1, 2, 2], "inference.placement": "crop"}
+    assert config_mod.parse(config_with(small_config, **crop)).inference.crop_margin == (1, 2, 2)

@@ -21,11 +21,19 @@ def test_snakemake_lint_reports_only_the_declined_lint(tmp_path: Path) -> None:
     from chunkflow.demo import write_demo
 
     write_demo(tmp_path / "resources/demo")
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config/config.yaml").write_text((REPO / "config/config.yaml").read_text())
+    (tmp_path / "config.yaml").write_text((REPO / "config/config.yaml").read_text())
     snakemake = str(Path(sys.executable).with_name("snakemake"))
     result = subprocess.run(
-        [snakemake, "-s", str(REPO / "workflow/Snakefile"), "-d", str(tmp_path), "--lint"],
+        [
+            snakemake,
+            "-s",
+            str(REPO / "workflow/Snakefile"),
+            "-d",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+            "--lint",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -649,7 +649,7 @@ def test_deployed_run_stays_in_its_run_dir(finished, elsewhere):
     for path in (config["input"]["path"], config["model"]["path"], config["output"]["path"]):
         assert not Path(path).is_absolute()
         assert (run_dir / path).exists()
-    # Only the data and config.yaml were there; no config/config.yaml (the Snakefile's default).
+    # Only the data and config.yaml were there; no config/config.yaml.
     assert not (run_dir / "config").exists()
     top = {p.name for p in run_dir.iterdir()}
     assert top == {"config.yaml", "data", "models", "results", ".chunkflow", ".snakemake"}

@@ -51,3 +51,12 @@ def test_memory_estimate_grows_with_the_block(small_config: dict) -> None:
     small = prepare(small_config).block_mem_mb()
     large = prepare(config_with(small_config, block_size=[20, 48, 56])).block_mem_mb()
     assert 2048 < small < large
+
+
+def test_no_config_is_a_clear_error() -> None:
+    import pytest
+
+    from chunkflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="run snakemake with --configfile"):
+        prepare({})

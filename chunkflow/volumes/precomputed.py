@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from chunkflow.errors import VolumeError
+from chunkflow.errors import VolumeError, first_line
 from chunkflow.geometry import Box, vec
 from chunkflow.volumes.base import Volume, VolumeInfo
 
@@ -32,11 +32,6 @@ def cloudpath(path: str) -> str:
 def _local_dir(path: str) -> Path | None:
     url = cloudpath(path)
     return Path(url.removeprefix("file://")) if url.startswith("file://") else None
-
-
-def _reason(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0].strip() if text else type(err).__name__
 
 
 def _open(path: str, mip: int, mode: str, info: dict[str, Any] | None = None, compress=None):
@@ -78,7 +73,7 @@ class PrecomputedVolume(Volume):
             ) from None
         except Exception as err:  # cloud-volume and cloud-files raise many kinds
             raise VolumeError(
-                f"'{path}' is not a readable precomputed volume ({_reason(err)})"
+                f"'{path}' is not a readable precomputed volume ({first_line(err)})"
             ) from None
         self.mip = mip
         self.scale: dict[str, Any] = self.cv.scale
@@ -110,7 +105,7 @@ class PrecomputedVolume(Volume):
             return bool(CloudFiles(cloudpath(path)).exists("info"))
         except Exception as err:
             raise VolumeError(
-                f"cannot reach '{path}' ({_reason(err)}); check the URL and credentials"
+                f"cannot reach '{path}' ({first_line(err)}); check the URL and credentials"
             ) from None
 
     @classmethod
@@ -145,7 +140,9 @@ class PrecomputedVolume(Volume):
         try:
             _open(path, 0, "w", info=meta).commit_info()
         except Exception as err:
-            raise VolumeError(f"cannot create '{path}' ({_reason(err)}); check the path") from None
+            raise VolumeError(
+                f"cannot create '{path}' ({first_line(err)}); check the path"
+            ) from None
         return cls(path, mode="r+")
 
     def format_mismatches(self, output: OutputSettings) -> list[str]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from chunkflow.errors import VolumeError
+from chunkflow.errors import VolumeError, first_line
 from chunkflow.geometry import Vec, vec
 from chunkflow.volumes.attributes import info_from_attrs
 from chunkflow.volumes.base import Volume, VolumeInfo, refuse_mip
@@ -40,7 +40,7 @@ class ZarrVolume(Volume):
         try:
             node = zarr.open(path, mode=mode)
         except Exception as err:  # zarr raises several types for unreadable stores
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            reason = first_line(err)
             raise VolumeError(f"'{path}' is not a readable zarr store ({reason})") from None
         if not isinstance(node, zarr.Array):
             raise VolumeError(
