@@ -115,6 +115,13 @@ class Volume(ABC):
         spatial = box.slices(self.info.voxel_offset)
         return spatial if self.info.channels is None else (slice(None), *spatial)
 
+    def _global(self, index: tuple[slice, ...]) -> Box:
+        """The global box of a local index made by ``_local`` (its inverse)."""
+        offset = self.info.voxel_offset
+        spatial = index[-3:]
+        start = tuple(s.start + o for s, o in zip(spatial, offset, strict=True))
+        return Box(start, tuple(s.stop + o for s, o in zip(spatial, offset, strict=True)))
+
     def read(self, box: Box) -> np.ndarray:
         """The voxels of ``box``: shape (z, y, x), or (c, z, y, x) with a channel axis."""
         return self._read(self._local(box))

@@ -99,12 +99,6 @@ class HDF5Volume(Volume):
             return [f"sharding (HDF5 has none; expected shard_size {list(output.shard_size)})"]
         return []
 
-    def _global(self, index: tuple[slice, ...]) -> Box:
-        spatial = index[-3:]
-        start = [s.start + o for s, o in zip(spatial, self.info.voxel_offset, strict=True)]
-        stop = [s.stop + o for s, o in zip(spatial, self.info.voxel_offset, strict=True)]
-        return Box(start, stop)
-
     def _read(self, index: tuple[slice, ...]) -> np.ndarray:
         import h5py
 

@@ -159,14 +159,8 @@ class PrecomputedVolume(Volume):
 
     # -- reads and writes ----------------------------------------------------------------------
 
-    def _box(self, index: tuple[slice, ...]) -> Box:
-        spatial = index[-3:]
-        start = vec(s.start + o for s, o in zip(spatial, self.info.voxel_offset, strict=True))
-        stop = vec(s.stop + o for s, o in zip(spatial, self.info.voxel_offset, strict=True))
-        return Box(start, stop)
-
     def _read(self, index: tuple[slice, ...]) -> np.ndarray:
-        box = self._box(index)
+        box = self._global(index)
         if box.empty:
             lead = () if self.info.channels is None else (self.info.channels,)
             return np.zeros((*lead, *box.shape), dtype=self.info.dtype)
@@ -185,7 +179,7 @@ class PrecomputedVolume(Volume):
         return czyx if self.info.channels is not None else czyx[0]
 
     def _write(self, index: tuple[slice, ...], data: np.ndarray) -> None:
-        box = self._box(index)
+        box = self._global(index)
         self._check_aligned(box)
         czyx = data if data.ndim == 4 else data[None]
         (z0, y0, x0), (z1, y1, x1) = box.start, box.stop
