@@ -16,7 +16,7 @@ import yaml
 
 from chunkflow import config as config_mod
 from chunkflow.errors import ConfigError
-from chunkflow.markers import marker_dir
+from chunkflow.markers import marker_dir, write_text_atomic
 from chunkflow.models import model_sha256
 from chunkflow.plan import RunPlan, make_plan
 
@@ -79,12 +79,8 @@ class WorkflowPlan:
 
 
 def _write_if_changed(path: Path, text: str) -> None:
-    if path.exists() and path.read_text() == text:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    if not (path.exists() and path.read_text() == text):
+        write_text_atomic(path, text)
 
 
 def prepare(config: dict[str, Any]) -> WorkflowPlan:
