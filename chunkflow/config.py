@@ -225,16 +225,17 @@ def _quarter(size: Vec) -> Vec:
 def _output_settings(output: dict[str, Any]) -> OutputSettings:
     chunk = vec(output["chunk_size"])
     shard = vec(output["shard_size"]) if "shard_size" in output else None
-    if output["encoding"] != "raw":
-        from chunkflow.volumes.precomputed import PrecomputedVolume
+    from chunkflow.volumes.precomputed import PrecomputedVolume
 
-        if not PrecomputedVolume.handles(output["path"]):
+    precomputed = PrecomputedVolume.handles(output["path"])
+    if output["encoding"] != "raw":
+        if not precomputed:
             raise ConfigError(
                 f"output.encoding {output['encoding']} applies to precomputed outputs only; "
                 "remove it or write to a precomputed:// path"
             )
     if shard is not None:
-        if output["zarr_format"] != 3:
+        if output["zarr_format"] != 3 and not precomputed:
             raise ConfigError(
                 "output.shard_size needs output.zarr_format 3 (zarr v2 has no sharding); "
                 "set zarr_format: 3 or remove shard_size"

@@ -123,9 +123,8 @@ def make_plan(settings: Settings, input_info: VolumeInfo | None = None) -> RunPl
     """Resolve ``settings`` against the input volume (opened for its metadata only)."""
     # the checks that need no volume first: a mistake there costs no I/O
     check_model_files(settings.model)
-    _check_block_size(settings.block_size, settings.output)
     try:
-        output_backend(settings.output.path)
+        backend = output_backend(settings.output.path)
     except VolumeError as err:
         raise ConfigError(f"output.path: {err}") from None
     if input_info is None:
@@ -136,6 +135,8 @@ def make_plan(settings: Settings, input_info: VolumeInfo | None = None) -> RunPl
     roi = _resolve_roi(settings, input_info.bounds)
     model = settings.model
     _check_patch_fits(roi, model.output_patch_size)
+    backend.check_layout(settings.output, roi.shape)  # before alignment: its shards may not exist
+    _check_block_size(settings.block_size, settings.output)
     geometry = PatchGeometry(
         model.input_patch_size, model.output_patch_size, settings.inference.overlap
     )

@@ -105,6 +105,13 @@ OUTPUTS: dict[str, dict[str, Any]] = {
     "hdf5": {"path": "out.h5:/predictions"},
     "precomputed": {"path": "precomputed://file://{run}/out_precomputed"},
     "precomputed-gzip": {"path": "precomputed://file://{run}/out_gzip", "encoding": "gzip"},
+    # two shards of 1 x 2 x 2 chunks per block along z
+    "precomputed-sharded": {
+        "path": "precomputed://file://{run}/out_sharded",
+        "chunk_size": [8, 12, 12],
+        "shard_size": [8, 24, 24],
+        "encoding": "gzip",
+    },
 }
 
 
@@ -152,6 +159,14 @@ def check_geometry(name: str, path: str, attrs: dict[str, Any]) -> None:
         assert shift["translation"] == [0.0, *world]
     if name == "zarr3-sharded":
         assert zarr.open_array(path).shards == (2, 8, 24, 24)
+    if name == "precomputed-sharded":  # one file per shard, whole: 2 x 2 x 2 of them
+        scale = json.loads((Path(path.removeprefix("precomputed://file://")) / "info").read_text())
+        scale = scale["scales"][0]
+        assert scale["sharding"]["data_encoding"] == "gzip"
+        files = sorted(
+            p.name for p in Path(path.removeprefix("precomputed://file://"), scale["key"]).iterdir()
+        )
+        assert len(files) == 8 and all(f.endswith(".shard") for f in files), files
 
 
 @pytest.mark.parametrize("source", INPUTS)
@@ -207,6 +222,12 @@ def test_hdf5_needs_a_dataset_and_assembles_its_parts(tmp_path, model):
     assert sorted(p.name for p in (tmp_path / "out.h5.parts").glob("*")) == []
 
 
+PRECOMPUTED_SHARDED = {
+    "output.path": "precomputed://file:///nonexistent/out",
+    "output.chunk_size": [8, 12, 12],
+}
+
+
 def test_unaligned_or_unknown_outputs_are_refused_before_any_job(model, tmp_path):
     config = make_config(model, zarr_input(tmp_path), tmp_path)
     cases = [
@@ -221,6 +242,15 @@ def test_unaligned_or_unknown_outputs_are_refused_before_any_job(model, tmp_path
             "output.shard_size needs output.zarr_format 3",
         ),
         ({"output.path": str(tmp_path / "out.n5")}, "output.path: cannot tell the output format"),
+        (
+            {**PRECOMPUTED_SHARDED, "output.shard_size": [8, 24, 12]},
+            "output.shard_size [8, 24, 12] is not a precomputed shard of this output "
+            "([16, 48, 48] voxels in chunks of [8, 12, 12]): 2 chunks make a shard of [8, 12, 24]",
+        ),
+        (
+            {**PRECOMPUTED_SHARDED, "output.shard_size": [8, 36, 24]},
+            "output.shard_size [8, 36, 24] must hold a power of two chunks along each axis",
+        ),
     ]
     for changes, fragment in cases:
         with pytest.raises(ConfigError) as err:
@@ -240,6 +270,11 @@ MISMATCHES: dict[str, list[tuple[dict[str, Any], str]]] = {
         ({"output.dtype": "uint8"}, "dtype float32 (expected uint8)"),
     ],
     "ome-zarr2": [({"output.zarr_format": 3}, "zarr format 2 (expected 3)")],
+    "precomputed-sharded": [
+        ({"output.shard_size": [16, 24, 24]}, "shard_size [8, 24, 24] (expected [16, 24, 24])"),
+        ({"output.shard_size": None}, "shard_size [8, 24, 24] (expected none)"),
+        ({"output.encoding": "raw"}, "encoding gzip (expected raw)"),
+    ],
     "hdf5": [
         ({"output.chunk_size": [8, 8, 8]}, "chunk_size [4, 8, 8] (expected [8, 8, 8])"),
         ({"output.shard_size": [16, 24, 24]}, "sharding (HDF5 has none"),
@@ -251,7 +286,8 @@ MISMATCHES: dict[str, list[tuple[dict[str, Any], str]]] = {
 def test_existing_outputs_are_reused_or_refused_untouched(name, model, tmp_path):
     config = make_config(model, zarr_input(tmp_path), tmp_path / "run", **OUTPUTS[name])
     created = create_output(make_plan(config_mod.parse(config)))[1]
-    store = Path(config["output"]["path"].split(":")[0])
+    path = config["output"]["path"]
+    store = Path(path.removeprefix("precomputed://file://").split(":")[0])
     before = snapshot(store)
     assert created and not create_output(make_plan(config_mod.parse(config)))[1]
     for changes, fragment in MISMATCHES[name]:

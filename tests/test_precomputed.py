@@ -247,9 +247,23 @@ def test_gzip_encoding_and_refused_formats(tmp_path):
     half = VolumeInfo(**{**OUT_INFO.__dict__, "dtype": "float16"})
     with pytest.raises(VolumeError, match="precomputed has no float16"):
         create_or_check(file_url(tmp_path / "f16"), half, output_settings())
-    with pytest.raises(VolumeError, match="remove output.shard_size"):
-        create_or_check(file_url(tmp_path / "sh"), OUT_INFO, output_settings(shard_size=(8, 8, 8)))
-    assert not (tmp_path / "f16").exists() and not (tmp_path / "sh").exists()
+    assert not (tmp_path / "f16").exists()
+
+
+def test_sharded_writes_whole_shards_that_cloudvolume_reads_back(tmp_path):
+    """4 chunks a shard: x and y double (Morton order), z does not; the last y row is cut short."""
+    url = file_url(tmp_path / "sh")
+    volume, _ = create_or_check(url, OUT_INFO, output_settings(shard_size=(4, 8, 16)))
+    data = np.random.default_rng(1).random((1, 8, 12, 16), dtype="float32")
+    with pytest.raises(VolumeError, match="does not cover whole shards of \\[4, 8, 16\\] along y"):
+        volume.write(Box((2, 0, 4), (6, 4, 20)), data[:, :4, :4])  # one chunk row, half a shard
+    volume.write(volume.bounds, data)
+    shards = sorted(p.name for p in (tmp_path / "sh").rglob("*") if p.is_file())
+    assert shards == ["0.shard", "1.shard", "2.shard", "3.shard", "info"]
+    found, cv = cloudvolume_read(url)
+    assert cv.meta.scale(0)["sharding"]["preshift_bits"] == 2
+    assert np.array_equal(found, data)
+    assert open_volume(url).shard_size == (4, 8, 16)
 
 
 def test_a_missing_input_chunk_is_an_error_not_zeros(tmp_path):

@@ -73,6 +73,8 @@ class Volume(ABC):
     - ``exists(path)``: whether a volume (or something else) already sits at the path.
     - ``create(path, info, output)``: create an output volume with the geometry of ``info`` and
       the format options of ``output``; formats that cannot be written raise ``VolumeError``.
+    - ``check_layout(output, shape)``: refuse, before any job, storage options that an output of
+      ``shape`` voxels cannot have in this format.
     - ``format_mismatches(output)``: how an existing volume's format options differ from
       ``output`` (the geometry is compared by ``VolumeInfo.differences``).
     - ``_read`` / ``_write``: local index → array; ``finish(boxes)`` after every block is written.
@@ -95,6 +97,12 @@ class Volume(ABC):
     def create(cls, path: str, info: VolumeInfo, output: OutputSettings) -> Volume:
         """Create the output volume at ``path``; the default: this format is read-only."""
         raise VolumeError(f"chunkflow cannot write {cls.__name__} outputs ('{path}')")
+
+    @classmethod
+    def check_layout(cls, output: OutputSettings, shape: Vec) -> None:
+        """Raise a ConfigError if an output of ``shape`` cannot be stored as ``output`` asks;
+        every layout the config allows is possible by default."""
+        return None
 
     def format_mismatches(self, output: OutputSettings) -> list[str]:
         """How this volume's format options differ from ``output``'s, e.g. ``zarr format 2

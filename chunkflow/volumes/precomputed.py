@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from chunkflow.errors import VolumeError, first_line
-from chunkflow.geometry import Box, vec
+from chunkflow.errors import ConfigError, VolumeError, first_line
+from chunkflow.geometry import Box, Vec, ceil_div, vec
+from chunkflow.grid import BlockGrid
 from chunkflow.volumes.base import Volume, VolumeInfo
 
 if TYPE_CHECKING:
@@ -22,6 +23,8 @@ PREFIXES = ("precomputed://", "file://", "gs://", "s3://")
 DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "float32")
 # where chunkflow records, in the info, what the precomputed format itself cannot say
 INFO_KEY = "chunkflow"
+# at most 2**10 chunks share one minishard index: small index reads for a viewer
+MINISHARD_CHUNKS_BITS = 10
 
 
 def cloudpath(path: str) -> str:
@@ -87,6 +90,15 @@ class PrecomputedVolume(Volume):
             resolution=tuple(float(r) for r in self.scale["resolution"][::-1]),  # type: ignore[arg-type]
             channels=channels if channels > 1 or extra.get("channel_axis") else None,
         )
+        sharding = self.scale.get("sharding")
+        self.shard_size: Vec | None = None
+        if sharding is not None:
+            from cloudvolume.datasource.precomputed.sharding import image_shard_shape_from_spec
+
+            xyz = image_shard_shape_from_spec(
+                sharding, self.scale["size"], self.scale["chunk_sizes"][0]
+            )
+            self.shard_size = vec(int(s) for s in xyz[::-1])
 
     # -- the registry's interface --------------------------------------------------------------
 
@@ -109,19 +121,21 @@ class PrecomputedVolume(Volume):
             ) from None
 
     @classmethod
+    def check_layout(cls, output: OutputSettings, shape: Vec) -> None:
+        """Refuse a ``shard_size`` that no precomputed sharding of an output of ``shape`` has."""
+        if output.shard_size is not None:
+            sharding_spec(shape, output.chunk_size, output.shard_size, output.encoding)
+
+    @classmethod
     def create(cls, path: str, info: VolumeInfo, output: OutputSettings) -> PrecomputedVolume:
-        """Write the info of an unsharded precomputed image with the geometry of ``info``."""
+        """Write the info of a precomputed image with the geometry of ``info``, sharded when
+        ``output.shard_size`` is set."""
         from cloudvolume import CloudVolume
 
         if info.dtype not in DTYPES:
             raise VolumeError(
                 f"neuroglancer precomputed has no {info.dtype} data type; "
                 "use output.dtype float32 or uint8 with a precomputed output"
-            )
-        if output.shard_size is not None:
-            raise VolumeError(
-                "chunkflow writes unsharded precomputed outputs; remove output.shard_size "
-                "(zarr v3 only) or write a zarr output"
             )
         meta = CloudVolume.create_new_info(
             num_channels=info.channels or 1,
@@ -133,10 +147,12 @@ class PrecomputedVolume(Volume):
             volume_size=list(info.shape[::-1]),
             chunk_size=list(info.chunk_size[::-1]),
         )
-        meta[INFO_KEY] = {
-            "channel_axis": info.channels is not None,
-            "compress": _compress(output.encoding),
-        }
+        compress = _compress(output.encoding)
+        if output.shard_size is not None:
+            spec = sharding_spec(info.shape, info.chunk_size, output.shard_size, output.encoding)
+            meta["scales"][0]["sharding"] = spec
+            compress = False  # the spec gzips each chunk; a gzipped shard file breaks range reads
+        meta[INFO_KEY] = {"channel_axis": info.channels is not None, "compress": compress}
         try:
             _open(path, 0, "w", info=meta).commit_info()
         except Exception as err:
@@ -150,11 +166,14 @@ class PrecomputedVolume(Volume):
         out = []
         if self.scale.get("encoding") != "raw":
             out.append(f"encoding {self.scale.get('encoding')} (expected raw)")
-        if "sharding" in self.scale:
-            out.append("sharded chunks (expected unsharded)")
-        found, wanted = self.extra.get("compress"), _compress(output.encoding)
-        if found != wanted:
-            out.append(f"encoding {_encoding(found)} (expected {output.encoding})")
+        if self.shard_size != output.shard_size:
+            show = lambda size: "none" if size is None else list(size)  # noqa: E731
+            out.append(f"shard_size {show(self.shard_size)} (expected {show(output.shard_size)})")
+        found = _encoding(self.extra.get("compress"))
+        if self.shard_size is not None:
+            found = self.scale["sharding"]["data_encoding"]
+        if found != output.encoding:
+            out.append(f"encoding {found} (expected {output.encoding})")
         return out
 
     # -- reads and writes ----------------------------------------------------------------------
@@ -180,28 +199,69 @@ class PrecomputedVolume(Volume):
 
     def _write(self, index: tuple[slice, ...], data: np.ndarray) -> None:
         box = self._global(index)
-        self._check_aligned(box)
+        unit = self.shard_size or self.info.chunk_size
+        self._check_aligned(box, unit)
         czyx = data if data.ndim == 4 else data[None]
-        (z0, y0, x0), (z1, y1, x1) = box.start, box.stop
-        self.cv[x0:x1, y0:y1, z0:z1] = czyx.transpose(3, 2, 1, 0)
+        # cloud-volume writes one whole shard file per call
+        pieces = [shard.box for shard in BlockGrid(box, unit)] if self.shard_size else [box]
+        for piece in pieces:
+            (z0, y0, x0), (z1, y1, x1) = piece.start, piece.stop
+            part = czyx[(slice(None), *piece.slices(box.start))]
+            self.cv[x0:x1, y0:y1, z0:z1] = part.transpose(3, 2, 1, 0)
 
-    def _check_aligned(self, box: Box) -> None:
-        """Only whole storage chunks may be written (a partial one would race a neighbour)."""
+    def _check_aligned(self, box: Box, unit: Vec) -> None:
+        """Only whole storage chunks (or shards) may be written: a partial one races a neighbour."""
         info = self.info
         for axis, a, b, o, c, end in zip(
-            "zyx",
-            box.start,
-            box.stop,
-            info.voxel_offset,
-            info.chunk_size,
-            info.bounds.stop,
-            strict=True,
+            "zyx", box.start, box.stop, info.voxel_offset, unit, info.bounds.stop, strict=True
         ):
             if (a - o) % c or ((b - o) % c and b != end):
+                what = "shards" if self.shard_size else "storage chunks"
                 raise VolumeError(
-                    f"write to {box} (z, y, x) in '{self.path}' does not cover whole storage chunks "
-                    f"of {list(info.chunk_size)} along {axis}; blocks must be whole multiples of output.chunk_size"
+                    f"write to {box} (z, y, x) in '{self.path}' does not cover whole {what} "
+                    f"of {list(unit)} along {axis}; blocks must be whole multiples of them"
                 )
+
+
+def sharding_spec(shape: Vec, chunk: Vec, shard: Vec, encoding: str) -> dict[str, Any]:
+    """The ``neuroglancer_uint64_sharded_v1`` spec whose shards are ``shard`` voxels (z, y, x).
+
+    A shard is 2**k consecutive chunks of the compressed Morton code, which hands out one bit to
+    x, y and z in turn (skipping an axis once it spans the grid), so only some shapes exist;
+    any other ``shard`` is a one-line ConfigError naming the one that ``k`` gives.
+    """
+    from cloudvolume.datasource.precomputed.sharding import image_shard_shape_from_spec
+
+    counts = [s // c for s, c in zip(shard, chunk, strict=True)]
+    uneven = [a for a, n in zip("zyx", counts, strict=True) if n & (n - 1)]
+    if uneven:
+        raise ConfigError(
+            f"output.shard_size {list(shard)} must hold a power of two chunks along each axis "
+            f"for a precomputed output (not along {', '.join(uneven)}); e.g. "
+            f"{[c * (1 << (n.bit_length() - 1)) for c, n in zip(chunk, counts, strict=True)]}"
+        )
+    grid = [ceil_div(s, c) for s, c in zip(shape, chunk, strict=True)]
+    grid_bits = sum((g - 1).bit_length() for g in grid)
+    bits = sum(n.bit_length() - 1 for n in counts)
+    minishard_bits = max(0, bits - MINISHARD_CHUNKS_BITS)
+    spec = {
+        "@type": "neuroglancer_uint64_sharded_v1",
+        "hash": "identity",
+        "preshift_bits": bits - minishard_bits,
+        "minishard_bits": minishard_bits,
+        "shard_bits": max(0, grid_bits - bits),
+        "minishard_index_encoding": "gzip",
+        "data_encoding": encoding,
+    }
+    xyz = image_shard_shape_from_spec(spec, list(shape[::-1]), list(chunk[::-1]))
+    made = vec(int(s) for s in xyz[::-1])
+    if made != vec(shard):
+        raise ConfigError(
+            f"output.shard_size {list(shard)} is not a precomputed shard of this output "
+            f"({list(shape)} voxels in chunks of {list(chunk)}): {2**bits} chunks make a shard of "
+            f"{list(made)}, as the Morton code adds x, y, z in turn; use output.shard_size {list(made)}"
+        )
+    return spec
 
 
 def _compress(encoding: str) -> str | bool:
