@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 from chunkflow import __version__
 from chunkflow.config import Settings
 from chunkflow.errors import ConfigError, VolumeError
+from chunkflow.geometry import Box
 from chunkflow.grid import Block
 from chunkflow.markers import marker_path, write_json_atomic
 from chunkflow.models import model_sha256
@@ -65,10 +67,10 @@ class BlockRunner:
 
         import torch
 
-        from chunkflow.inference import Predictor, resolve_device
-        from chunkflow.models import load_model
+        from chunkflow.inference import Predictor
+        from chunkflow.models import load_model, resolve_model_device
 
-        device = resolve_device(settings.inference.device)
+        device = resolve_model_device(settings)
         if settings.inference.device == "auto" and device.type == "cpu":
             log.warning(
                 "device auto: PyTorch sees no CUDA device (CUDA_VISIBLE_DEVICES=%s); running on the CPU",
@@ -84,11 +86,29 @@ class BlockRunner:
             device=device,
             precision=settings.inference.precision,
             output_channels=self._output.info.channels,
+            tta=settings.inference.tta,
+            affinity_axes=settings.model.affinity_axes,
         )
 
-    def run(self, block: Block) -> dict[str, Any]:
-        """Compute and write ``block``; return its marker (also written to the state dir)."""
-        from chunkflow.inference import scale_input, to_output_dtype
+    def run(self, blocks: list[Block]) -> list[dict[str, Any]]:
+        """Compute and write ``blocks`` in order; return their markers (also written to the
+        state dir). While the model computes one block, a thread reads the next block's chunk
+        and another writes the previous block and then its marker."""
+        with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
+            next_read = reader.submit(self._read, blocks[0])
+            writes: list[Future[dict[str, Any]]] = []
+            for following in [*blocks[1:], None]:
+                loaded = next_read.result()
+                if following is not None:
+                    next_read = reader.submit(self._read, following)
+                result = self._compute(loaded)
+                if writes:
+                    writes[-1].result()  # one block waits to be written at a time: bounded memory
+                writes.append(writer.submit(self._write, loaded, result))
+            return [write.result() for write in writes]
+
+    def _read(self, block: Block) -> _Loaded:
+        from chunkflow.inference import scale_input
 
         settings = self.plan.settings
         started = time.time()
@@ -100,24 +120,47 @@ class BlockRunner:
                 f"block {block.id}: the input in {chunk_box} holds NaN or infinite values, which "
                 "would spread into every overlapping patch; repair the input or exclude the region"
             )
-        chunk = scale_input(raw, settings.input.scale)
-        read_done = time.time()
-        prediction = self.predictor.predict(chunk, chunk_box, patches, block.box)
-        result = to_output_dtype(prediction, settings.output.dtype)
-        infer_done = time.time()
+        background = settings.input.background
+        empty = background is not None and bool(np.all(raw == background))
+        chunk = None if empty else scale_input(raw, settings.input.scale)
+        return _Loaded(block, patches, chunk_box, chunk, time.time() - started)
+
+    def _compute(self, loaded: _Loaded) -> tuple[np.ndarray, float]:
+        """The block's output values (zeros for a chunk of background) and the seconds taken."""
+        from chunkflow.inference import to_output_dtype
+
+        started = time.time()
+        block = loaded.block
+        if loaded.chunk is None:
+            info = self._output.info
+            shape = block.box.shape if info.channels is None else (info.channels, *block.box.shape)
+            result = np.zeros(shape, dtype=info.dtype)
+        else:
+            prediction = self.predictor.predict(
+                loaded.chunk, loaded.chunk_box, loaded.patches, block.box
+            )
+            result = to_output_dtype(prediction, self.plan.settings.output.dtype)
+        return result, time.time() - started
+
+    def _write(self, loaded: _Loaded, computed: tuple[np.ndarray, float]) -> dict[str, Any]:
+        result, infer_seconds = computed
+        block = loaded.block
+        started = time.time()
         self._output.write(block.box, result)
-        write_done = time.time()
+        write_seconds = time.time() - started
+        skipped = loaded.chunk is None
         marker = {
             "block": block.id,
             "box": block.box.to_json(),
-            "chunk_box": chunk_box.to_json(),
-            "patches": len(patches),
+            "chunk_box": loaded.chunk_box.to_json(),
+            "skipped": "background" if skipped else None,
+            "patches": 0 if skipped else len(loaded.patches),
             "voxels": block.box.size,
             "timings_s": {
-                "read": round(read_done - started, 4),
-                "infer": round(infer_done - read_done, 4),
-                "write": round(write_done - infer_done, 4),
-                "total": round(write_done - started, 4),
+                "read": round(loaded.read_seconds, 4),
+                "infer": round(infer_seconds, 4),
+                "write": round(write_seconds, 4),
+                "total": round(loaded.read_seconds + infer_seconds + write_seconds, 4),
             },
             "ran_on": where_it_ran(str(self.predictor.device)),
             "model_sha256": self.model_sha256,
@@ -127,9 +170,21 @@ class BlockRunner:
             "output_sha256": hashlib.sha256(np.ascontiguousarray(result).tobytes()).hexdigest(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        write_json_atomic(marker_path(settings.state_dir, block.id), marker)
-        log.info("block %s: %d patches in %.2f s", block.id, len(patches), write_done - started)
+        write_json_atomic(marker_path(self.plan.settings.state_dir, block.id), marker)
+        what = "background, skipped" if skipped else f"{len(loaded.patches)} patches"
+        log.info("block %s: %s, %.2f s", block.id, what, marker["timings_s"]["total"])
         return marker
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A block's input, read: its patches, chunk box and scaled chunk (None: all background)."""
+
+    block: Block
+    patches: list[Box]
+    chunk_box: Box
+    chunk: np.ndarray | None
+    read_seconds: float
 
 
 def run_blocks(
@@ -148,5 +203,4 @@ def run_blocks(
         blocks = [plan.grid.block_by_id(b) for b in block_ids]
     except KeyError as err:
         raise ConfigError(f"{err.args[0]}; `chunkflow plan` lists the blocks") from None
-    runner = BlockRunner(plan, fingerprint, sha256)
-    return [runner.run(block) for block in blocks]
+    return BlockRunner(plan, fingerprint, sha256).run(blocks)

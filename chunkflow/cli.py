@@ -23,14 +23,17 @@ def _plan(args: argparse.Namespace):
 
 def cmd_plan(args: argparse.Namespace) -> None:
     plan = _plan(args)
-    blocks = list(plan.grid)
+    blocks = plan.blocks
     counts = [len(plan.patches(b)) for b in blocks]
     whole = plan.whole_roi_patch_count()
     s = plan.settings
     print(f"input   {s.input.path}: {plan.input_info.bounds} (z, y, x), {plan.input_info.dtype}")
     print(f"roi     {plan.roi}, {plan.roi.size:,} voxels")
+    masked = f", {len(blocks)} of them in the mask {s.mask.path}" if s.mask else ""
     print(
-        f"blocks  {len(blocks)} = {' x '.join(map(str, plan.grid.shape))} of {list(s.block_size)}"
+        f"blocks  {len(plan.grid)} = {' x '.join(map(str, plan.grid.shape))} of "
+        f"{list(s.block_size)}{masked}; {len(plan.job_groups())} jobs of up to "
+        f"{s.blocks_per_job} block(s)"
     )
     print(
         f"patches {sum(counts):,} in all, {min(counts)}..{max(counts)} per block; "
@@ -77,10 +80,11 @@ def cmd_run_block(args: argparse.Namespace) -> None:
     from chunkflow.block import run_blocks
 
     settings = config_mod.load(args.config)
-    for marker in run_blocks(settings, args.block, args.expect_fingerprint):
-        t = marker["timings_s"]
+    block_ids = [Path(b).stem if b.endswith(".json") else b for b in args.block]
+    for marker in run_blocks(settings, block_ids, args.expect_fingerprint):
+        what = "background, skipped" if marker["skipped"] else f"{marker['patches']} patches"
         print(
-            f"{marker['block']}: {marker['patches']} patches, {t['total']:.2f} s on {marker['ran_on']['device']}"
+            f"{marker['block']}: {what}, {marker['timings_s']['total']:.2f} s on {marker['ran_on']['device']}"
         )
 
 
@@ -89,13 +93,17 @@ def _markers(plan):
     from chunkflow.models import model_sha256
 
     fingerprint = plan.settings.result_fingerprint(model_sha256(plan.settings.model))
-    return read_markers(plan.settings.state_dir, plan.grid.ids(), fingerprint)
+    return read_markers(plan.settings.state_dir, plan.block_ids, fingerprint)
 
 
 def cmd_status(args: argparse.Namespace) -> None:
     plan = _plan(args)
     done, stale, missing = _markers(plan)
-    print(f"{len(done)}/{len(plan.grid)} blocks done")
+    skipped = sum(1 for marker in done if marker.get("skipped"))
+    print(
+        f"{len(done)}/{len(plan.blocks)} blocks done"
+        + (f" ({skipped} of them background, not inferred)" if skipped else "")
+    )
     for label, ids in (("stale (settings changed)", stale), ("missing", missing)):
         for block_id in ids[: args.show]:
             print(f"  {label} {block_id}")
@@ -136,6 +144,15 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
     print(f"demo volume {raw}\ndemo model  {model}")
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> None:
+    from chunkflow.onnx_engine import export_onnx
+
+    difference = export_onnx(
+        args.model, args.out, args.input_patch_size, args.channels, args.weights, args.opset
+    )
+    print(f"wrote {args.out}; ONNX Runtime vs torch on a random batch: max |diff| {difference:.1e}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="chunkflow", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
@@ -144,7 +161,7 @@ def parser() -> argparse.ArgumentParser:
     def command(name: str, func, help: str) -> argparse.ArgumentParser:
         cp = sub.add_parser(name, help=help, description=help)
         cp.set_defaults(func=func)
-        if name != "demo-data":
+        if name not in ("demo-data", "export-onnx"):
             cp.add_argument("-c", "--config", default="config/config.yaml", help="config YAML")
         return cp
 
@@ -158,7 +175,9 @@ def parser() -> argparse.ArgumentParser:
         "finish-output", cmd_finish_output, "make the output whole after the blocks (HDF5: VDS)"
     ).add_argument("--record", help="also write a JSON record here")
     rb = command("run-block", cmd_run_block, "compute blocks by id, without Snakemake")
-    rb.add_argument("block", nargs="+", help="block ids such as z0_y1_x2")
+    rb.add_argument(
+        "block", nargs="+", help="block ids such as z0_y1_x2, or their done-marker paths (*.json)"
+    )
     rb.add_argument("--expect-fingerprint", help="refuse to run if the settings hash differs")
     command("status", cmd_status, "count finished blocks").add_argument(
         "--show", type=int, default=20, help="list at most this many missing blocks"
@@ -173,6 +192,13 @@ def parser() -> argparse.ArgumentParser:
     command("demo-data", cmd_demo_data, "write the synthetic demo volume and model").add_argument(
         "--dir", default="resources/demo", help="where to write them"
     )
+    ex = command("export-onnx", cmd_export_onnx, "export a PyTorch model to ONNX, and check it")
+    ex.add_argument("model", help="TorchScript .pt, torch.export .pt2, or .py (with --weights)")
+    ex.add_argument("out", help="the .onnx file to write")
+    ex.add_argument("--input-patch-size", type=int, nargs=3, required=True, metavar=("Z", "Y", "X"))
+    ex.add_argument("--channels", type=int, default=1, help="input channels (default 1)")
+    ex.add_argument("--weights", help="state-dict file of a .py model")
+    ex.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     return p
 
 

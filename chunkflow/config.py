@@ -30,6 +30,7 @@ class InputSettings:
     scale: str
     padding: str
     mip: int = 0
+    background: float | None = 0
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class ModelSettings:
     input_patch_size: Vec
     output_patch_size: Vec
     output_channels: int | None
+    affinity_axes: tuple[str | None, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,13 @@ class InferenceSettings:
     device: str
     precision: str
     threads: int
+    tta: str = "none"
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    path: str
+    mip: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,22 +84,30 @@ class Settings:
     model: ModelSettings
     inference: InferenceSettings
     state_dir: str
+    blocks_per_job: int = 1
+    mask: MaskSettings | None = None
 
     def result_fingerprint(self, model_sha256: str) -> str:
         """A hash of every setting that can change the written numbers, and of the model file.
 
-        Batch size, device, threads and the state directory are left out: changing them must not
-        rerun finished blocks.
+        Batch size, device, threads, blocks per job, the mask (which picks blocks, not their
+        values) and the state directory are left out: changing them must not rerun finished
+        blocks. Without test-time augmentation, ``tta`` and ``model.affinity_axes`` cannot change
+        the numbers and are left out too.
         """
         inference = asdict(self.inference)
         for key in ("batch_size", "device", "threads"):
             inference.pop(key)
+        model = {**asdict(self.model), "sha256": model_sha256}
+        if self.inference.tta == "none":
+            inference.pop("tta")
+            model.pop("affinity_axes")
         relevant = {
             "input": asdict(self.input),
             "output": asdict(self.output),
             "roi": [self.roi_offset, self.roi_size],
             "block_size": self.block_size,
-            "model": {**asdict(self.model), "sha256": model_sha256},
+            "model": model,
             "inference": inference,
         }
         text = json.dumps(relevant, sort_keys=True, default=list)
@@ -171,7 +188,7 @@ def _explain(error: Any) -> str:
         full = f"{key}.{missing}" if path else missing
         return f"config key '{full}' is missing; add it (see config/README.md)"
     if error.validator == "enum":
-        options = ", ".join(str(o) for o in error.validator_value)
+        options = ", ".join("null" if o is None else str(o) for o in error.validator_value)
         return f"config key '{key}' is {error.instance!r}; use one of: {options}"
     if path and isinstance(path[-1], int):  # one entry of a [z, y, x] list
         minimum = error.schema.get("minimum")
@@ -249,6 +266,31 @@ def _output_settings(output: dict[str, Any]) -> OutputSettings:
     return OutputSettings(**{**output, "chunk_size": chunk, "shard_size": shard})
 
 
+def _check_tta(model: dict[str, Any], tta: str, input_patch: Vec, output_patch: Vec) -> None:
+    """Test-time augmentation transposes y and x: square patches, and y/x affinities in pairs."""
+    axes = model["affinity_axes"]
+    channels = model["output_channels"]
+    if axes is not None and channels is not None and len(axes) != channels:
+        raise ConfigError(
+            f"model.affinity_axes has {len(axes)} entries but model.output_channels is {channels}; "
+            "give one entry (z, y, x or null) per output channel"
+        )
+    if tta == "none":
+        return
+    if input_patch[1] != input_patch[2] or output_patch[1] != output_patch[2]:
+        raise ConfigError(
+            f"inference.tta {tta} transposes y and x, which needs equal y and x patch sizes "
+            f"(model.input_patch_size {list(input_patch)}, model.output_patch_size "
+            f"{list(output_patch)}); make them square in y, x or set inference.tta: none"
+        )
+    if axes is not None and axes.count("y") != axes.count("x"):
+        raise ConfigError(
+            f"model.affinity_axes has {axes.count('y')} y and {axes.count('x')} x entries; "
+            f"inference.tta {tta} transposes y and x, swapping those channels in pairs: give as "
+            "many of each"
+        )
+
+
 def parse(config: dict[str, Any]) -> Settings:
     """Validate a config mapping and turn it into Settings, checking the patch geometry."""
     data = validate(config)
@@ -278,6 +320,12 @@ def parse(config: dict[str, Any]) -> Settings:
             "inference.crop_margin is only used with inference.placement: crop; "
             "remove it, or set the placement to crop"
         )
+    if inference["precision"] != "float32" and model["path"].endswith(".onnx"):
+        raise ConfigError(
+            f"inference.precision {inference['precision']} needs a PyTorch model (autocast); "
+            "ONNX Runtime runs an .onnx model as exported: set precision: float32"
+        )
+    _check_tta(model, inference["tta"], input_patch, output_patch)
     return Settings(
         input=InputSettings(**data["input"]),
         output=_output_settings(data["output"]),
@@ -290,6 +338,7 @@ def parse(config: dict[str, Any]) -> Settings:
             input_patch_size=input_patch,
             output_patch_size=output_patch,
             output_channels=model["output_channels"],
+            affinity_axes=None if model["affinity_axes"] is None else tuple(model["affinity_axes"]),
         ),
         inference=InferenceSettings(
             placement=inference["placement"],
@@ -300,8 +349,11 @@ def parse(config: dict[str, Any]) -> Settings:
             device=inference["device"],
             precision=inference["precision"],
             threads=inference["threads"],
+            tta=inference["tta"],
         ),
         state_dir=data["state_dir"],
+        blocks_per_job=data["blocks_per_job"],
+        mask=MaskSettings(**data["mask"]) if "mask" in data else None,
     )
 
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from chunkflow.geometry import Box, Vec, ceil_div, vec
 
 _INDEX = r"(?:0|[1-9]\d*)"  # no leading zeros: exactly one id per block
-BLOCK_ID_PATTERN = rf"z{_INDEX}_y{_INDEX}_x{_INDEX}"
 _BLOCK_ID = re.compile(rf"z({_INDEX})_y({_INDEX})_x({_INDEX})")
 
 

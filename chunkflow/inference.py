@@ -17,6 +17,8 @@ from chunkflow.blending import weight_map
 from chunkflow.errors import ConfigError, ModelError, first_line
 from chunkflow.geometry import Box
 from chunkflow.placement import PatchGeometry
+from chunkflow.tta import Axes
+from chunkflow.tta import average as average_tta
 
 _AUTOCAST = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -58,6 +60,8 @@ class Predictor:
     device: torch.device
     precision: str = "float32"
     output_channels: int | None = None
+    tta: str = "none"
+    affinity_axes: Axes | None = None
 
     def __post_init__(self) -> None:
         if self.device.type == "cuda" and self.precision == "float32":
@@ -73,6 +77,12 @@ class Predictor:
         return torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision])
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.tta == "none":
+            return self._run(batch)
+        with torch.inference_mode():
+            return average_tta(self._run, batch, self.tta, self.affinity_axes)
+
+    def _run(self, batch: torch.Tensor) -> torch.Tensor:
         try:
             with torch.inference_mode(), self._autocast():
                 out = self.model(batch)
@@ -93,6 +103,11 @@ class Predictor:
                 f"the model returned {out.shape[1]} channels but {self.output_channels} are "
                 "expected (model.output_channels, or the existing output store's channel count); "
                 "fix the config or the model"
+            )
+        if self.affinity_axes is not None and out.shape[1] != len(self.affinity_axes):
+            raise ModelError(
+                f"the model returned {out.shape[1]} channels but model.affinity_axes has "
+                f"{len(self.affinity_axes)} entries; give one entry (z, y, x or null) per channel"
             )
         return out.float()
 

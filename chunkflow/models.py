@@ -1,4 +1,5 @@
-"""Loading models: TorchScript, torch.export archives, or a Python file plus a weights file."""
+"""Loading models: TorchScript, torch.export archives, ONNX files (ONNX Runtime), or a Python file
+plus a weights file."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chunkflow.config import ModelSettings
+from chunkflow.config import ModelSettings, Settings
 from chunkflow.errors import ConfigError, ModelError, first_line
 
 if TYPE_CHECKING:
     import torch
+
+    from chunkflow.onnx_engine import OnnxModel
 
 
 def file_sha256(path: str | Path) -> str:
@@ -39,8 +42,8 @@ def check_model_files(settings: ModelSettings) -> None:
         raise ConfigError(f"model.path '{settings.path}' is a Python file: set model.weights too")
     if not is_python and settings.weights is not None:
         raise ConfigError(
-            "model.weights is only used with a .py model; a TorchScript or torch.export file "
-            "carries its own weights: remove model.weights"
+            "model.weights is only used with a .py model; a TorchScript, torch.export or ONNX "
+            "file carries its own weights: remove model.weights"
         )
     if settings.weights is not None and not Path(settings.weights).is_file():
         raise ConfigError(f"model.weights '{settings.weights}' not found; check the path")
@@ -66,12 +69,31 @@ def _from_python_file(path: str, weights: str) -> torch.nn.Module:
     return network
 
 
-def load_model(settings: ModelSettings, device: torch.device) -> torch.nn.Module:
-    """The network in eval mode on ``device``."""
+def resolve_model_device(settings: Settings) -> torch.device:
+    """The device for ``inference.device``; for an .onnx model, CUDA also needs onnxruntime's."""
+    if settings.model.path.endswith(".onnx"):
+        from chunkflow.onnx_engine import resolve_onnx_device
+
+        return resolve_onnx_device(settings.inference.device)
+    from chunkflow.inference import resolve_device
+
+    return resolve_device(settings.inference.device)
+
+
+def load_model(settings: ModelSettings, device: torch.device) -> torch.nn.Module | OnnxModel:
+    """The network in eval mode on ``device``.
+
+    An .onnx model runs in ONNX Runtime with ``torch.get_num_threads()`` intra-op threads on the
+    CPU (the block runner sets that from ``inference.threads``).
+    """
     import torch
 
     check_model_files(settings)
     path = settings.path
+    if path.endswith(".onnx"):
+        from chunkflow.onnx_engine import OnnxModel
+
+        return OnnxModel(path, device, torch.get_num_threads())
     try:
         if path.endswith(".py"):
             network = _from_python_file(path, settings.weights)  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ def model_output_channels(plan: RunPlan) -> int:
         batch_size=1,
         device=device,
         output_channels=settings.model.output_channels,
+        affinity_axes=settings.model.affinity_axes,  # its length is checked against the model
     )
     channels = plan.input_info.channels or 1
     probe = np.zeros((channels, *plan.geometry.input_size), dtype=np.float32)
@@ -51,5 +52,5 @@ def finish_output(plan: RunPlan) -> Volume:
     """Make the output whole over every block of the plan; the output must match the plan."""
     plan.check_existing_output()
     volume = open_volume(plan.settings.output.path, mode="r+")
-    volume.finish([block.box for block in plan.grid])
+    volume.finish([block.box for block in plan.blocks])
     return volume

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from chunkflow.config import OutputSettings, Settings
 from chunkflow.errors import ConfigError, VolumeError
@@ -26,6 +27,26 @@ class RunPlan:
     roi: Box
     grid: BlockGrid
     geometry: PatchGeometry
+
+    @cached_property
+    def blocks(self) -> list[Block]:
+        """The blocks to compute: the whole grid, or those the mask selects (its volume is
+        read on first use only: block jobs never need it)."""
+        mask = self.settings.mask
+        if mask is None:
+            return list(self.grid)
+        from chunkflow.mask import masked_blocks
+
+        return masked_blocks(self.grid, self.input_info, mask.path, mask.mip)
+
+    @property
+    def block_ids(self) -> list[str]:
+        return [block.id for block in self.blocks]
+
+    def job_groups(self) -> list[list[str]]:
+        """The block ids of each job: ``blocks_per_job`` consecutive blocks (z, y, x order)."""
+        ids, n = self.block_ids, self.settings.blocks_per_job
+        return [ids[i : i + n] for i in range(0, len(ids), n)]
 
     def patches(self, block: Block) -> list[Box]:
         """Output boxes of the patches whose predictions make up ``block``, in a fixed order."""

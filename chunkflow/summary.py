@@ -22,7 +22,8 @@ def summarize(plan: RunPlan, markers: list[dict[str, Any]]) -> dict[str, Any]:
         "output": plan.settings.output.path,
         "roi": plan.roi.to_json(),
         "blocks_done": len(markers),
-        "blocks_total": len(plan.grid),
+        "blocks_total": len(plan.blocks),
+        "blocks_skipped": sum(1 for m in markers if m.get("skipped")),
         "voxels": voxels,
         "patches": patches,
         "patches_whole_roi": plan.whole_roi_patch_count(),
@@ -40,7 +41,12 @@ def summarize(plan: RunPlan, markers: list[dict[str, Any]]) -> dict[str, Any]:
 def format_summary(summary: dict[str, Any]) -> str:
     s = summary
     lines = [
-        f"chunkflow: {s['blocks_done']}/{s['blocks_total']} blocks written to {s['output']}",
+        f"chunkflow: {s['blocks_done']}/{s['blocks_total']} blocks written to {s['output']}"
+        + (
+            f" ({s['blocks_skipped']} of them background, not inferred)"
+            if s["blocks_skipped"]
+            else ""
+        ),
         f"  ROI {s['roi']['start']} .. {s['roi']['stop']} (z, y, x), {s['voxels']:,} voxels",
         f"  {s['patches']:,} patches ({s['patches'] / max(1, s['patches_whole_roi']):.2f}x a single "
         f"whole-ROI pass) on {', '.join(s['devices']) or '-'}",

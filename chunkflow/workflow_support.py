@@ -33,7 +33,10 @@ class WorkflowPlan:
 
     @property
     def block_ids(self) -> list[str]:
-        return self.plan.grid.ids()
+        return self.plan.block_ids
+
+    def marker(self, block_id: str) -> str:
+        return self.marker_pattern.format(block=block_id)
 
     @property
     def marker_pattern(self) -> str:
@@ -68,13 +71,22 @@ class WorkflowPlan:
             Path(self.state_dir) / "logs" / (f"{rule}/{name}.log" if name else f"{rule}.log")
         )
 
-    def block_mem_mb(self) -> int:
-        """A generous estimate of a block job's memory: chunk, accumulators, model, runtime."""
-        block = self.plan.grid.block((0, 0, 0))
+    @property
+    def job_groups(self) -> list[list[str]]:
+        return self.plan.job_groups()
+
+    def job_mem_mb(self) -> int:
+        """A generous estimate of a block job's memory: chunks, accumulators, model, runtime.
+
+        A job of several blocks holds up to two chunks (the next one is read ahead) and two
+        results (the previous one is being written)."""
+        block = self.plan.grid.block((0, 0, 0))  # the first block is never cut short
         patches = self.plan.patches(block)
         chunk_voxels = self.plan.chunk_box(patches).size * (self.plan.input_info.channels or 1)
         channels = self.plan.settings.model.output_channels or 4
-        data_bytes = 8 * chunk_voxels + 4 * block.box.size * (2 * channels + 1)
+        copies = 1 if self.plan.settings.blocks_per_job == 1 else 2
+        data_bytes = copies * (8 * chunk_voxels + 4 * block.box.size * channels)
+        data_bytes += 4 * block.box.size * (channels + 1)  # the float32 sum and weight sum
         return 2048 + math.ceil(2 * data_bytes / 2**20)  # 2 GB: PyTorch, CUDA context, model
 
 

@@ -22,9 +22,7 @@ def run_all_blocks(config: dict[str, Any]) -> np.ndarray:
     plan = make_plan(settings)
     create_output(plan)
     sha = model_sha256(settings.model)
-    runner = BlockRunner(plan, settings.result_fingerprint(sha), sha)
-    for block in plan.grid:
-        runner.run(block)
+    BlockRunner(plan, settings.result_fingerprint(sha), sha).run(plan.blocks)
     finish_output(plan)
     return read_back(settings.output.path)[0]
 

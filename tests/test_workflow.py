@@ -29,7 +29,14 @@ import pytest
 import torch
 import yaml
 import zarr
-from helpers import ValidConvNet, config_with, save_torchscript, smooth_volume, write_volume
+from helpers import (
+    ValidConvNet,
+    config_with,
+    job_kind,
+    save_torchscript,
+    smooth_volume,
+    write_volume,
+)
 from run_helpers import run_all_blocks
 
 from chunkflow import config as config_mod
@@ -180,7 +187,8 @@ def job_counts(text: str) -> dict[str, int]:
         match = re.fullmatch(r"\s*(\w+)\s+(\d+)\s*", line)
         if not match:
             break
-        counts[match[1]] = int(match[2])
+        kind = job_kind(match[1])
+        counts[kind] = counts.get(kind, 0) + int(match[2])
     assert counts.pop("total") == sum(counts.values()), text
     return counts
 
@@ -189,7 +197,8 @@ def reasons(text: str, rule: str) -> list[str]:
     """The `reason:` lines of the jobs of ``rule`` in snakemake's output."""
     found = []
     for job in re.split(r"\n(?=(?:local)?rule \w+:)", text):
-        if re.match(rf"(?:local)?rule {rule}:", job.strip()):
+        name = re.match(r"(?:local)?rule (\w+):", job.strip())
+        if name and job_kind(name[1]) == rule:
             found += re.findall(r"^\s*reason: (.*)$", job, flags=re.M)
     return found
 
@@ -444,9 +453,10 @@ def test_hdf5_output_is_assembled_after_the_blocks(expected, tmp_path, run_env, 
         {"inference.batch_size": 1},
         {"inference.device": "auto"},
         {"inference.threads": 2},
+        {"blocks_per_job": 3},
         {"inference.batch_size": 5, "inference.device": "auto", "inference.threads": 2},
     ],
-    ids=["batch_size", "device", "threads", "all_three"],
+    ids=["batch_size", "device", "threads", "blocks_per_job", "several"],
 )
 def test_result_neutral_settings_rerun_nothing(finished, tmp_path, run_env, elsewhere, changes):
     run_dir = copy_run(finished[0], tmp_path / "run")
@@ -458,6 +468,49 @@ def test_result_neutral_settings_rerun_nothing(finished, tmp_path, run_env, else
         before = markers(run_dir)
         assert job_counts(snakemake(run_dir, run_env, elsewhere).text) == {}
         assert markers(run_dir) == before
+
+
+def test_blocks_per_job_share_one_process_and_the_output(expected, tmp_path, run_env, elsewhere):
+    """3 blocks per job: 4 blocks make 2 jobs; one process (one model load) computes a job's
+    blocks, the numbers are those of one job per block, and a lost marker reruns its job only."""
+    run_dir = make_run_dir(tmp_path / "run", config_with(BASE_CONFIG, blocks_per_job=3))
+    result = snakemake(run_dir, run_env, elsewhere)
+    assert job_counts(result.text) == {"create_output": 1, "infer_block": 2, "summary": 1, "all": 1}
+    order = ["z0_y0_x0", "z0_y1_x0", "z1_y0_x0", "z1_y1_x0"]  # z, y, x order
+    pids = [markers(run_dir)[b]["ran_on"]["pid"] for b in order]
+    assert pids[0] == pids[1] == pids[2] != pids[3]
+    assert np.array_equal(output(run_dir)[...], expected)
+
+    (marker_dir(run_dir) / "z0_y1_x0.json").unlink()
+    last = (marker_dir(run_dir) / "z1_y1_x0.json").stat().st_mtime_ns
+    rerun = snakemake(run_dir, run_env, elsewhere)
+    assert job_counts(rerun.text) == {"infer_block": 1, "summary": 1, "all": 1}
+    again = [markers(run_dir)[b]["ran_on"]["pid"] for b in order]
+    assert again[0] == again[1] == again[2] not in pids and again[3] == pids[3]
+    assert (marker_dir(run_dir) / "z1_y1_x0.json").stat().st_mtime_ns == last
+    assert np.array_equal(output(run_dir)[...], expected)
+
+
+def test_mask_schedules_only_its_blocks(tmp_path, run_env, elsewhere):
+    """A mask 4x coarser than the input along each axis, non-zero in two voxels: only the two
+    blocks under them are jobs and counted in the summary."""
+    # blocks: z 3..11 | 11..19, y 5..21 | 21..33, x 7..39; mask voxel j covers input 4j..4j+3
+    mask = np.zeros((4, 7, 8), dtype=np.uint8)  # mask voxels z 0..3, y 1..7, x 1..8
+    mask[0, 0, 0] = 1  # mask voxel (0, 1, 1): input z 0..3, y 4..7, x 4..7 -> block z0_y0_x0
+    mask[3, 6, 7] = 1  # mask voxel (3, 7, 8): input z 12..15, y 28..31, x 32..35 -> z1_y1_x0
+    config = config_with(BASE_CONFIG, **{"mask.path": "data/mask.zarr"})
+    run_dir = make_run_dir(tmp_path / "run", config)
+    write_volume(
+        run_dir / "data" / "mask.zarr",
+        mask,
+        offset=(0, 1, 1),
+        resolution=(160.0, 32.0, 32.0),
+        chunks=(4, 7, 8),
+    )
+    result = snakemake(run_dir, run_env, elsewhere)
+    assert job_counts(result.text) == {"create_output": 1, "infer_block": 2, "summary": 1, "all": 1}
+    assert sorted(markers(run_dir)) == ["z0_y0_x0", "z1_y1_x0"]
+    assert "2/2 blocks" in result.stdout
 
 
 def rerun_everything(run_dir: Path, env, cwd, ref_dir: Path, run: bool = True) -> str:

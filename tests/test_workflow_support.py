@@ -47,10 +47,11 @@ def test_stored_config_is_rewritten_only_when_it_changes(small_config: dict) -> 
     assert yaml.safe_load(stored.read_text())["inference"]["batch_size"] == 9
 
 
-def test_memory_estimate_grows_with_the_block(small_config: dict) -> None:
-    small = prepare(small_config).block_mem_mb()
-    large = prepare(config_with(small_config, block_size=[20, 48, 56])).block_mem_mb()
-    assert 2048 < small < large
+def test_memory_estimate_grows_with_the_block_and_read_ahead(small_config: dict) -> None:
+    small = prepare(small_config).job_mem_mb()
+    large = prepare(config_with(small_config, block_size=[20, 48, 56])).job_mem_mb()
+    ahead = prepare(config_with(small_config, blocks_per_job=3)).job_mem_mb()
+    assert 2048 < small < large and small < ahead
 
 
 def test_no_config_is_a_clear_error() -> None:

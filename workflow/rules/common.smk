@@ -3,7 +3,6 @@ import sys
 from snakemake.utils import validate
 
 from chunkflow.errors import ChunkflowError
-from chunkflow.grid import BLOCK_ID_PATTERN
 from chunkflow.workflow_support import prepare
 
 try:
@@ -16,6 +15,3 @@ except ChunkflowError as err:
 # defaults (and validates again, which cannot fail now).
 validate(config, "../schemas/config.schema.yaml")
 
-
-wildcard_constraints:
-    block=BLOCK_ID_PATTERN,

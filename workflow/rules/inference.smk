@@ -17,23 +17,30 @@ rule create_output:
         "chunkflow create-output --config {params.config} --record {output} > {log} 2>&1"
 
 
-rule infer_block:
-    input:
-        ancient(RUN.output_record),
-        model=ancient(config["model"]["path"]),
-    output:
-        RUN.marker_pattern,
-    params:
-        config=RUN.config_path,
-        fingerprint=RUN.fingerprint,
-    threads: RUN.plan.settings.inference.threads
-    resources:
-        mem_mb=RUN.block_mem_mb(),
-    log:
-        RUN.log("infer_block", "{block}"),
-    shell:
-        "chunkflow run-block --config {params.config} --expect-fingerprint {params.fingerprint}"
-        " {wildcards.block} > {log} 2>&1"
+# One rule per job: its outputs are the done-markers of its blocks (blocks_per_job of them), so
+# each block stays a target of its own. The job's blocks are named by its outputs, and the shell
+# command is the same for every job: regrouping blocks reruns nothing.
+for job_blocks in RUN.job_groups:
+
+    rule:
+        name:
+            f"infer_{job_blocks[0]}"
+        input:
+            ancient(RUN.output_record),
+            model=ancient(config["model"]["path"]),
+        output:
+            [RUN.marker(block) for block in job_blocks],
+        params:
+            config=RUN.config_path,
+            fingerprint=RUN.fingerprint,
+        threads: RUN.plan.settings.inference.threads
+        resources:
+            mem_mb=RUN.job_mem_mb(),
+        log:
+            RUN.log("infer_block", job_blocks[0]),
+        shell:
+            "chunkflow run-block --config {params.config} --expect-fingerprint {params.fingerprint}"
+            " {output} > {log} 2>&1"
 
 
 # Only formats that assemble their blocks ask for it (rule all): HDF5 builds its virtual dataset.
