@@ -125,26 +125,30 @@ class Predictor:
         Returns:
             float32 array (channels, *target.shape): weighted sum / weight sum.
         """
+        # the chunk goes to the device once; patches are cut out of it there (no per-batch copy)
         source = torch.from_numpy(chunk if chunk.ndim == 4 else chunk[None])
+        if self.device.type == "cuda":
+            source = source.pin_memory().to(self.device, non_blocking=True)
         total = weight_total = None
-        for first in range(0, len(patches), self.batch_size):
-            group = patches[first : first + self.batch_size]
-            inputs = torch.stack(
-                [
-                    source[(slice(None), *self.geometry.input_box(p).slices(chunk_box.start))]
-                    for p in group
-                ]
-            )
-            outputs = self._forward(inputs.to(self.device, non_blocking=True))
+        with torch.inference_mode():
+            for first in range(0, len(patches), self.batch_size):
+                group = patches[first : first + self.batch_size]
+                inputs = torch.stack(
+                    [
+                        source[(slice(None), *self.geometry.input_box(p).slices(chunk_box.start))]
+                        for p in group
+                    ]
+                )
+                outputs = self._forward(inputs)
+                if total is None:
+                    total = torch.zeros((outputs.shape[1], *target.shape), device=self.device)
+                    weight_total = torch.zeros((1, *target.shape), device=self.device)
+                for patch, output in zip(group, outputs, strict=True):
+                    overlap = patch.intersect(target)
+                    src = (slice(None), *overlap.slices(patch.start))
+                    dst = (slice(None), *overlap.slices(target.start))
+                    total[dst].addcmul_(output[src], self._weights[src])  # no temporary
+                    weight_total[dst] += self._weights[src]
             if total is None:
-                total = torch.zeros((outputs.shape[1], *target.shape), device=self.device)
-                weight_total = torch.zeros((1, *target.shape), device=self.device)
-            for patch, output in zip(group, outputs, strict=True):
-                overlap = patch.intersect(target)
-                src = (slice(None), *overlap.slices(patch.start))
-                dst = (slice(None), *overlap.slices(target.start))
-                total[dst] += output[src] * self._weights[src]
-                weight_total[dst] += self._weights[src]
-        if total is None:
-            raise ValueError("predict() needs at least one patch")
-        return (total / weight_total).cpu().numpy()
+                raise ValueError("predict() needs at least one patch")
+            return total.div_(weight_total).cpu().numpy()  # in place: no second block array

@@ -1,0 +1,125 @@
+"""End to end: the demo through the real Snakemake workflow, against its bare forward passes.
+
+Runs the demo config (8 blocks) with Snakemake from scratch, for each ``blocks_per_job`` asked
+for, and times the run (wall clock, Snakemake's start-up and DAG included). Then, in this
+process, times the bare batched forward passes of every block's patches (same model, batch size,
+device, threads). Prints, per run, the sum of the forward times ÷ the wall time: the share of the
+run the network itself is computing (1.0 would be a run that only does forward passes, one job at
+a time). With ``--cores`` jobs at once the ratio can exceed 1.
+
+    .venv/bin/python benchmarks/end_to_end.py [--blocks-per-job 1 8] [--cores 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from chunkflow import config as config_mod
+from chunkflow.demo import write_demo
+from chunkflow.inference import resolve_device, scale_input
+from chunkflow.models import load_model
+from chunkflow.plan import make_plan
+from chunkflow.volumes import open_volume, read_padded
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def demo_config(run_dir: Path, blocks_per_job: int, threads: int) -> dict:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["blocks_per_job"] = blocks_per_job
+    config["inference"]["threads"] = threads
+    config["model"]["path"] = str(run_dir / "resources/demo/boundary_net.pt")
+    config["input"]["path"] = str(run_dir / "resources/demo/raw.zarr")
+    return config
+
+
+def workflow_seconds(run_dir: Path, config: dict, cores: int) -> float:
+    """Wall time of a snakemake run of ``config`` from scratch in ``run_dir``."""
+    for stale in ("results", ".chunkflow", ".snakemake"):
+        shutil.rmtree(run_dir / stale, ignore_errors=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    command = [str(BIN / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile")]
+    command += ["-d", str(run_dir), "--configfile", str(run_dir / "config.yaml")]
+    command += ["--cores", str(cores), "--quiet", "all"]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=env, capture_output=True)
+    return time.perf_counter() - start
+
+
+def forward_seconds(config: dict) -> float:
+    """The bare batched forward passes of every block's patches, summed."""
+    settings = config_mod.parse(config)
+    plan = make_plan(settings)
+    device = resolve_device(settings.inference.device)
+    model = load_model(settings.model, device)
+    volume = open_volume(settings.input.path)
+    geometry, batch = plan.geometry, settings.inference.batch_size
+    total = 0.0
+    for block in plan.blocks:
+        patches = plan.patches(block)
+        chunk_box = plan.chunk_box(patches)
+        chunk = scale_input(
+            read_padded(volume, chunk_box, settings.input.padding), settings.input.scale
+        )
+        source = torch.from_numpy(chunk[None])
+        batches = [
+            torch.stack(
+                [
+                    source[(slice(None), *geometry.input_box(p).slices(chunk_box.start))]
+                    for p in patches[i : i + batch]
+                ]
+            ).to(device)
+            for i in range(0, len(patches), batch)
+        ]
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for b in batches:
+                model(b)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        total += time.perf_counter() - start
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--blocks-per-job", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--cores", type=int, default=1, help="snakemake --cores")
+    parser.add_argument("--threads", type=int, default=1, help="inference.threads per job")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, snakemake --cores {args.cores}, {args.threads} thread(s) per job"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp)
+        write_demo(run_dir / "resources" / "demo")
+        print(
+            f"{'blocks/job':>10} {'jobs':>5} {'wall s':>8} {'forward s':>10} {'forward/wall':>12}"
+        )
+        for n in args.blocks_per_job:
+            config = demo_config(run_dir, n, args.threads)
+            wall = workflow_seconds(run_dir, config, args.cores)
+            forward = forward_seconds(config)
+            jobs = len(make_plan(config_mod.parse(config)).job_groups())
+            print(f"{n:>10} {jobs:>5} {wall:>8.2f} {forward:>10.2f} {forward / wall:>12.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""chunkflow's engine against MONAI's ``sliding_window_inference``, side by side in one run.
+
+The same volume (in memory), model, patch size, overlap, batch size and device go through both;
+both blend with constant weights (a plain average of the overlapping patches), so their outputs
+must agree to float rounding. MONAI needs an output patch the size of its input patch, so the
+demo net (valid convolutions) runs behind a wrapper that pads its input by the context (replicating the edge) that makes it "same".
+Prints the median times, their ratio (chunkflow ÷ MONAI) and the max |difference|.
+
+    .venv/bin/pip install monai   # benchmark-only dependency
+    .venv/bin/python benchmarks/peer_monai.py [--repeats 3] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from unet import UNet3D  # noqa: E402
+
+from chunkflow.demo import boundary_net, synthetic_em  # noqa: E402
+from chunkflow.geometry import Box  # noqa: E402
+from chunkflow.inference import Predictor  # noqa: E402
+from chunkflow.placement import PatchGeometry, exact_patches  # noqa: E402
+
+
+class SamePadded(nn.Module):
+    """A valid-convolution net made "same": the input is edge-padded by its context first."""
+
+    def __init__(self, net: nn.Module, context: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.net = net
+        z, y, x = context
+        self.pad = (x, x, y, y, z, z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(nn.functional.pad(x, self.pad, mode="replicate"))
+
+
+# name: (model factory, volume shape, patch, overlap in voxels, batch size)
+CASES = {
+    "demo net": (
+        lambda: SamePadded(boundary_net(), (2, 3, 3)),
+        (64, 512, 512),
+        (16, 128, 128),
+        (4, 32, 32),
+        4,
+    ),
+    "3D U-Net": (
+        lambda: UNet3D(width=(32, 64, 128)),
+        (16, 168, 168),
+        (16, 96, 96),
+        (4, 24, 24),
+        2,
+    ),
+}
+
+
+def measure(name: str, device: torch.device, repeats: int) -> dict:
+    from monai.inferers import sliding_window_inference
+
+    factory, shape, patch, overlap, batch = CASES[name]
+    model = factory().eval().to(device)
+    volume = synthetic_em(shape).astype(np.float32) / 255
+    whole = Box.from_shape((0, 0, 0), shape)
+    geometry = PatchGeometry(patch, patch, overlap)
+    patches = exact_patches(whole, whole, geometry)
+    predictor = Predictor(model, geometry, "constant", batch, device)
+    fraction = [o / p for o, p in zip(overlap, patch, strict=True)]
+    tensor = torch.from_numpy(volume)[None, None]
+
+    def ours() -> np.ndarray:
+        return predictor.predict(volume, whole, patches, whole)
+
+    def monai() -> np.ndarray:
+        with torch.inference_mode():
+            out = sliding_window_inference(
+                tensor,
+                patch,
+                batch,
+                model,
+                overlap=fraction,
+                mode="constant",
+                device=device,
+                sw_device=device,
+            )
+        return out[0].cpu().numpy()
+
+    difference = float(np.abs(ours() - monai()).max())  # also the warm-up
+    times: dict[str, list[float]] = {"chunkflow": [], "monai": []}
+    for _ in range(repeats):  # interleaved: drifting load hits both alike
+        for label, fn in (("chunkflow", ours), ("monai", monai)):
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[label].append(time.perf_counter() - start)
+    ours_s, monai_s = statistics.median(times["chunkflow"]), statistics.median(times["monai"])
+    return {
+        "model": name,
+        "shape": shape,
+        "patches": len(patches),
+        "ours": ours_s,
+        "monai": monai_s,
+        "ratio": ours_s / monai_s,
+        "difference": difference,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import monai
+
+    device = torch.device(args.device)
+    gpu = torch.cuda.get_device_name() if device.type == "cuda" else "none"
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
+        f"threads, GPU {gpu}, torch {torch.__version__}, monai {monai.__version__}"
+    )
+    print(
+        f"{'model':10} {'volume':>14} {'patches':>7} {'chunkflow s':>11} {'monai s':>8} "
+        f"{'ratio':>6} {'max |diff|':>10}"
+    )
+    for name in CASES:
+        r = measure(name, device, args.repeats)
+        shape = "x".join(map(str, r["shape"]))
+        print(
+            f"{r['model']:10} {shape:>14} {r['patches']:>7} {r['ours']:>11.3f} {r['monai']:>8.3f} "
+            f"{r['ratio']:>6.3f} {r['difference']:>10.2e}"
+        )
+
+
+if __name__ == "__main__":
+    main()
