@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from common import patch_batches, sync
 
 from chunkflow import config as config_mod
 from chunkflow.demo import write_demo
@@ -74,22 +75,12 @@ def forward_seconds(config: dict) -> float:
         chunk = scale_input(
             read_padded(volume, chunk_box, settings.input.padding), settings.input.scale
         )
-        source = torch.from_numpy(chunk[None])
-        batches = [
-            torch.stack(
-                [
-                    source[(slice(None), *geometry.input_box(p).slices(chunk_box.start))]
-                    for p in patches[i : i + batch]
-                ]
-            ).to(device)
-            for i in range(0, len(patches), batch)
-        ]
+        batches = patch_batches(chunk, chunk_box, patches, geometry, batch, device)
         start = time.perf_counter()
         with torch.inference_mode():
             for b in batches:
                 model(b)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         total += time.perf_counter() - start
     return total
 

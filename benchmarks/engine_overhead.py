@@ -10,8 +10,6 @@ memory growth while inferring that block divided by (input chunk + channels x bl
 
 from __future__ import annotations
 
-import argparse
-import platform
 import resource
 import statistics
 import sys
@@ -23,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from common import machine, parse_args, patch_batches, sync  # noqa: E402
 from unet import UNet3D, parameter_count  # noqa: E402
 
 from chunkflow.demo import boundary_net  # noqa: E402
@@ -48,11 +47,6 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def measure(name: str, device: torch.device, repeats: int) -> dict:
     factory, pi, po, overlap, block_shape, batch = CASES[name]
     model = factory().eval().to(device)
@@ -64,26 +58,17 @@ def measure(name: str, device: torch.device, repeats: int) -> dict:
     chunk = rng.random((1, *chunk_box.shape), dtype=np.float32)
     predictor = Predictor(model, geometry, "bump", batch, device)
 
-    source = torch.from_numpy(chunk)
-    batches = [
-        torch.stack(
-            [
-                source[(slice(None), *geometry.input_box(p).slices(chunk_box.start))]
-                for p in patches[i : i + batch]
-            ]
-        ).to(device)
-        for i in range(0, len(patches), batch)
-    ]
+    batches = patch_batches(chunk, chunk_box, patches, geometry, batch, device)
 
     def bare() -> None:
         with torch.inference_mode():
             for b in batches:
                 model(b)
-        _sync(device)
+        sync(device)
 
     def engine() -> None:
         predictor.predict(chunk, chunk_box, patches, block)
-        _sync(device)
+        sync(device)
 
     bare()  # warm-up (allocator, kernels)
     if device.type == "cuda":
@@ -115,20 +100,8 @@ def measure(name: str, device: torch.device, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    gpu = torch.cuda.get_device_name() if device.type == "cuda" else "none"
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, GPU {gpu}, torch {torch.__version__}"
-    )
+    args, device = parse_args(__doc__)
+    print(machine(device))
     print(
         f"{'model':10} {'params':>9} {'patches':>7} {'engine s':>9} {'bare s':>8} {'overhead':>8} {'data MB':>8} {'RSS+ MB':>8} {'RSS+/data':>9} {'GPU peak MB':>11}"
     )

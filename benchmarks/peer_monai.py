@@ -12,8 +12,6 @@ Prints the median times, their ratio (chunkflow ÷ MONAI) and the max |differenc
 
 from __future__ import annotations
 
-import argparse
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +23,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from common import machine, parse_args, sync  # noqa: E402
 from unet import UNet3D  # noqa: E402
 
 from chunkflow.demo import boundary_net, synthetic_em  # noqa: E402
@@ -101,8 +100,7 @@ def measure(name: str, device: torch.device, repeats: int) -> dict:
         for label, fn in (("chunkflow", ours), ("monai", monai)):
             start = time.perf_counter()
             fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            sync(device)
             times[label].append(time.perf_counter() - start)
     ours_s, monai_s = statistics.median(times["chunkflow"]), statistics.median(times["monai"])
     return {
@@ -117,23 +115,10 @@ def measure(name: str, device: torch.device, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args, device = parse_args(__doc__)
     import monai
 
-    device = torch.device(args.device)
-    gpu = torch.cuda.get_device_name() if device.type == "cuda" else "none"
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
-        f"threads, GPU {gpu}, torch {torch.__version__}, monai {monai.__version__}"
-    )
+    print(f"{machine(device)}, monai {monai.__version__}")
     print(
         f"{'model':10} {'volume':>14} {'patches':>7} {'chunkflow s':>11} {'monai s':>8} "
         f"{'ratio':>6} {'max |diff|':>10}"

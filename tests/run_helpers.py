@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -25,6 +26,16 @@ def run_all_blocks(config: dict[str, Any]) -> np.ndarray:
     BlockRunner(plan, settings.result_fingerprint(sha), sha).run(plan.blocks)
     finish_output(plan)
     return read_back(settings.output.path)[0]
+
+
+def run_as_well(config: dict[str, Any], name: str, **changes: Any) -> np.ndarray:
+    """``run_all_blocks`` of ``config`` with dotted-key ``changes``, into an output and state
+    dir of its own (``name``) next to the config's state dir: a second run to compare with."""
+    from helpers import config_with
+
+    root = Path(config["state_dir"]).parent
+    own = {"output.path": str(root / f"{name}.zarr"), "state_dir": str(root / f"state_{name}")}
+    return run_all_blocks(config_with(config, **{**own, **changes}))
 
 
 def read_back(path: str) -> tuple[np.ndarray, dict[str, Any]]:

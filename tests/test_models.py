@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import ConstantNet, ValidConvNet, config_with, save_torchscript
-from run_helpers import run_all_blocks
+from run_helpers import run_all_blocks, run_as_well
 
 from chunkflow.blending import weight_map
 from chunkflow.errors import ModelError
@@ -32,16 +32,10 @@ def test_python_file_with_weights_equals_torchscript(tmp_path: Path, small_confi
     scripted = save_torchscript(net, tmp_path / "net7.pt")
 
     from_ts = run_all_blocks(config_with(small_config, **{"model.path": scripted}))
-    from_py = run_all_blocks(
-        config_with(
-            small_config,
-            **{
-                "model.path": str(source),
-                "model.weights": str(tmp_path / "weights.pt"),
-                "output.path": str(tmp_path / "out_py.zarr"),
-                "state_dir": str(tmp_path / "state_py"),
-            },
-        )
+    from_py = run_as_well(
+        small_config,
+        "py",
+        **{"model.path": str(source), "model.weights": str(tmp_path / "weights.pt")},
     )
     assert from_ts.shape == (2, 20, 48, 56)
     np.testing.assert_array_equal(from_py, from_ts)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import ValidConvNet, config_with, save_torchscript
-from run_helpers import run_all_blocks
+from run_helpers import run_all_blocks, run_as_well
 
 from chunkflow import config as config_mod
 from chunkflow.cli import main
@@ -45,16 +45,7 @@ def test_onnx_run_equals_torchscript(tmp_path: Path, small_config: dict) -> None
     assert onnx.is_file() and not list(tmp_path.glob(".*.tmp"))
 
     from_ts = run_all_blocks(config_with(small_config, **{"model.path": scripted}))
-    from_onnx = run_all_blocks(
-        config_with(
-            small_config,
-            **{
-                "model.path": str(onnx),
-                "output.path": str(tmp_path / "out_onnx.zarr"),
-                "state_dir": str(tmp_path / "state_onnx"),
-            },
-        )
-    )
+    from_onnx = run_as_well(small_config, "onnx", **{"model.path": str(onnx)})
     assert from_ts.shape == (2, 20, 48, 56) and from_ts.dtype == np.float32
     assert float(np.abs(from_onnx - from_ts).max()) <= 1e-5
 

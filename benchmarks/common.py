@@ -1,0 +1,61 @@
+"""What the benchmarks share: the command line, the machine line, and the bare batches."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+
+import numpy as np
+import torch
+
+from chunkflow.geometry import Box
+from chunkflow.placement import PatchGeometry
+
+
+def parse_args(doc: str) -> tuple[argparse.Namespace, torch.device]:
+    """``--device``, ``--repeats`` and ``--threads`` (torch CPU threads, applied here)."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args, torch.device(args.device)
+
+
+def machine(device: torch.device) -> str:
+    gpu = torch.cuda.get_device_name() if device.type == "cuda" else "none"
+    return (
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
+        f"threads, GPU {gpu}, torch {torch.__version__}"
+    )
+
+
+def patch_batches(
+    chunk: np.ndarray,
+    chunk_box: Box,
+    patches: list[Box],
+    geometry: PatchGeometry,
+    batch: int,
+    device: torch.device,
+) -> list[torch.Tensor]:
+    """The network inputs of ``patches``, cut out of ``chunk`` ((c,) z, y, x) and batched, on
+    ``device``: what the bare forward passes run, prepared before they are timed."""
+    source = torch.from_numpy(chunk if chunk.ndim == 4 else chunk[None])
+    return [
+        torch.stack(
+            [
+                source[(slice(None), *geometry.input_box(p).slices(chunk_box.start))]
+                for p in patches[i : i + batch]
+            ]
+        ).to(device)
+        for i in range(0, len(patches), batch)
+    ]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
