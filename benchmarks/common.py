@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from chunkflow.geometry import Box
+from chunkflow.inference import keep_freed_memory
 from chunkflow.placement import PatchGeometry
 
 
@@ -23,6 +24,7 @@ def parse_args(doc: str) -> tuple[argparse.Namespace, torch.device]:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as a block job does
     return args, torch.device(args.device)
 
 

@@ -28,7 +28,7 @@ from common import patch_batches, sync
 
 from chunkflow import config as config_mod
 from chunkflow.demo import write_demo
-from chunkflow.inference import resolve_device, scale_input
+from chunkflow.inference import keep_freed_memory, resolve_device, scale_input
 from chunkflow.models import load_model
 from chunkflow.plan import make_plan
 from chunkflow.volumes import open_volume, read_padded
@@ -54,7 +54,13 @@ def workflow_seconds(run_dir: Path, config: dict, cores: int) -> float:
     command = [str(BIN / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile")]
     command += ["-d", str(run_dir), "--configfile", str(run_dir / "config.yaml")]
     command += ["--cores", str(cores), "--quiet", "all"]
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    # Snakemake imports every executor plugin, and the SLURM plugin runs `scontrol` at import:
+    # where a SLURM client has no controller that waits 10 s. A local run needs no SLURM.
+    stub = run_dir / "bin" / "scontrol"
+    stub.parent.mkdir(exist_ok=True)
+    stub.write_text("#!/bin/sh\nexit 1\n")
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": os.pathsep.join([str(stub.parent), str(BIN), os.environ["PATH"]])}
     start = time.perf_counter()
     subprocess.run(command, check=True, env=env, capture_output=True)
     return time.perf_counter() - start
@@ -94,6 +100,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="inference.threads per job")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the block jobs do
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, snakemake --cores {args.cores}, {args.threads} thread(s) per job"

@@ -23,7 +23,12 @@ def _profile(kind: str, n: int) -> np.ndarray:
     return np.maximum(profile, FLOOR)
 
 
+def profiles(kind: str, size: Vec) -> list[np.ndarray]:
+    """The float64 per-axis profiles (z, y, x) whose outer product is the weight map."""
+    return [_profile(kind, n) for n in size]
+
+
 def weight_map(kind: str, size: Vec) -> np.ndarray:
     """A float32 map of shape ``size``: the outer product of per-axis profiles of ``kind``."""
-    z, y, x = (_profile(kind, n) for n in size)
+    z, y, x = profiles(kind, size)
     return (z[:, None, None] * y[None, :, None] * x[None, None, :]).astype(np.float32)

@@ -67,9 +67,10 @@ class BlockRunner:
 
         import torch
 
-        from chunkflow.inference import Predictor
+        from chunkflow.inference import Predictor, keep_freed_memory
         from chunkflow.models import load_model, resolve_model_device
 
+        keep_freed_memory()
         device = resolve_model_device(settings)
         if settings.inference.device == "auto" and device.type == "cpu":
             log.warning(

@@ -8,12 +8,13 @@ block computes it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from chunkflow.blending import weight_map
+from chunkflow.blending import profiles, weight_map
 from chunkflow.errors import ConfigError, ModelError, first_line
 from chunkflow.geometry import Box
 from chunkflow.placement import PatchGeometry
@@ -21,6 +22,24 @@ from chunkflow.tta import Axes
 from chunkflow.tta import average as average_tta
 
 _AUTOCAST = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt options (malloc.h)
+_KEEP_BYTES = 1 << 30
+
+
+def keep_freed_memory() -> None:
+    """Have glibc keep freed memory for reuse rather than return large blocks to the OS.
+
+    Every batch allocates and frees tens of MB (inputs, activations, outputs). With glibc's
+    defaults, such blocks are unmapped or trimmed when freed, so the next batch faults in fresh
+    zeroed pages: on the CPU that cost a small network half again its forward time. Peak memory
+    is unchanged (the same blocks are reused). Does nothing where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    for option in (_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD):
+        libc.mallopt(option, _KEEP_BYTES)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -70,6 +89,7 @@ class Predictor:
             torch.backends.cuda.matmul.allow_tf32 = False
         weights = weight_map(self.blend, self.geometry.output_size)
         self._weights = torch.from_numpy(weights).to(self.device)[None]  # (1, z, y, x)
+        self._profiles = profiles(self.blend, self.geometry.output_size)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "float32":
@@ -129,7 +149,7 @@ class Predictor:
         source = torch.from_numpy(chunk if chunk.ndim == 4 else chunk[None])
         if self.device.type == "cuda":
             source = source.pin_memory().to(self.device, non_blocking=True)
-        total = weight_total = None
+        total = None
         with torch.inference_mode():
             for first in range(0, len(patches), self.batch_size):
                 group = patches[first : first + self.batch_size]
@@ -142,13 +162,38 @@ class Predictor:
                 outputs = self._forward(inputs)
                 if total is None:
                     total = torch.zeros((outputs.shape[1], *target.shape), device=self.device)
-                    weight_total = torch.zeros((1, *target.shape), device=self.device)
                 for patch, output in zip(group, outputs, strict=True):
                     overlap = patch.intersect(target)
                     src = (slice(None), *overlap.slices(patch.start))
                     dst = (slice(None), *overlap.slices(target.start))
-                    total[dst].addcmul_(output[src], self._weights[src])  # no temporary
-                    weight_total[dst] += self._weights[src]
+                    if self.blend == "constant":  # weights of 1: a plain sum
+                        total[dst] += output[src]
+                    else:
+                        total[dst].addcmul_(output[src], self._weights[src])  # no temporary
             if total is None:
                 raise ValueError("predict() needs at least one patch")
-            return total.div_(weight_total).cpu().numpy()  # in place: no second block array
+            sums_z, sums_y, sums_x = self._weight_sums(patches, target)
+            plane = torch.from_numpy(np.outer(sums_y, sums_x)).to(self.device)
+            for z, weight in enumerate(sums_z):  # in place, a plane at a time: no block-sized array
+                total[:, z].div_((plane * weight).float())
+            return total.cpu().numpy()
+
+    def _weight_sums(self, patches: list[Box], target: Box) -> list[np.ndarray]:
+        """Per axis, the patches' weight profiles summed over ``target`` (float64).
+
+        The patches are a lattice (every combination of their per-axis intervals) and a patch's
+        weights the outer product of per-axis profiles, so the weight sum at a voxel is the
+        product of these three sums: the normalisation needs no accumulator of its own.
+        """
+        sums = []
+        for axis, profile in enumerate(self._profiles):
+            start, stop = target.start[axis], target.stop[axis]
+            total = np.zeros(stop - start)
+            intervals = sorted({(p.start[axis], p.stop[axis]) for p in patches})
+            for a, b in intervals:
+                lo, hi = max(a, start), min(b, stop)
+                total[lo - start : hi - start] += profile[lo - a : hi - a]
+            sums.append((total, len(intervals)))
+        if np.prod([n for _, n in sums]) != len(patches):
+            raise ValueError("predict() needs a lattice of patches (every per-axis combination)")
+        return [total for total, _ in sums]

@@ -239,7 +239,7 @@ def test_crop_placement_matches_a_straightforward_reference(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("placement", ["exact", "crop"])
 @pytest.mark.parametrize("blend", ["bump", "gaussian", "constant"])
-def test_constant_model_gives_exactly_its_constant(
+def test_constant_model_gives_its_constant(
     tmp_path: Path, placement: str, blend: str
 ) -> None:
     model = save_torchscript(ConstantNet(0.5, channels=3, crop=(1, 2, 3)), tmp_path / "const.pt")
@@ -256,7 +256,8 @@ def test_constant_model_gives_exactly_its_constant(
     )
     got = run_all_blocks(config)
     assert got.shape == (3, 20, 48, 56)
-    assert np.all(got == np.float32(0.5))
+    # the weights are rounded to float32 per voxel, their sum is exact: a few units of 6e-8
+    assert np.abs(got - 0.5).max() <= 2e-7
 
 
 def test_uint8_output_and_non_dyadic_constant(tmp_path: Path) -> None:
