@@ -239,9 +239,7 @@ def test_crop_placement_matches_a_straightforward_reference(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("placement", ["exact", "crop"])
 @pytest.mark.parametrize("blend", ["bump", "gaussian", "constant"])
-def test_constant_model_gives_its_constant(
-    tmp_path: Path, placement: str, blend: str
-) -> None:
+def test_constant_model_gives_its_constant(tmp_path: Path, placement: str, blend: str) -> None:
     model = save_torchscript(ConstantNet(0.5, channels=3, crop=(1, 2, 3)), tmp_path / "const.pt")
     config = _case_config(
         tmp_path,
