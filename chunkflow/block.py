@@ -8,7 +8,7 @@ import os
 import socket
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -74,7 +74,7 @@ class BlockRunner:
         device = resolve_model_device(settings)
         if settings.inference.device == "auto" and device.type == "cpu":
             log.warning(
-                "device auto: PyTorch sees no CUDA device (CUDA_VISIBLE_DEVICES=%s); running on the CPU",
+                "device auto: no usable CUDA device (CUDA_VISIBLE_DEVICES=%s); running on the CPU",
                 os.environ.get("CUDA_VISIBLE_DEVICES"),
             )
         if device.type == "cpu":
@@ -105,7 +105,8 @@ class BlockRunner:
                 result = self._compute(loaded)
                 if writes:
                     writes[-1].result()  # one block waits to be written at a time: bounded memory
-                writes.append(writer.submit(self._write, loaded, result))
+                # the writer needs no input: drop the chunk now, not when the write is done
+                writes.append(writer.submit(self._write, replace(loaded, chunk=None), result))
             return [write.result() for write in writes]
 
     def _read(self, block: Block) -> _Loaded:
@@ -124,7 +125,7 @@ class BlockRunner:
         background = settings.input.background
         empty = background is not None and bool(np.all(raw == background))
         chunk = None if empty else scale_input(raw, settings.input.scale)
-        return _Loaded(block, patches, chunk_box, chunk, time.time() - started)
+        return _Loaded(block, patches, chunk_box, chunk, empty, time.time() - started)
 
     def _compute(self, loaded: _Loaded) -> tuple[np.ndarray, float]:
         """The block's output values (zeros for a chunk of background) and the seconds taken."""
@@ -132,7 +133,7 @@ class BlockRunner:
 
         started = time.time()
         block = loaded.block
-        if loaded.chunk is None:
+        if loaded.skipped:
             info = self._output.info
             shape = block.box.shape if info.channels is None else (info.channels, *block.box.shape)
             result = np.zeros(shape, dtype=info.dtype)
@@ -149,7 +150,7 @@ class BlockRunner:
         started = time.time()
         self._output.write(block.box, result)
         write_seconds = time.time() - started
-        skipped = loaded.chunk is None
+        skipped = loaded.skipped
         marker = {
             "block": block.id,
             "box": block.box.to_json(),
@@ -179,12 +180,14 @@ class BlockRunner:
 
 @dataclass(frozen=True)
 class _Loaded:
-    """A block's input, read: its patches, chunk box and scaled chunk (None: all background)."""
+    """A block's input, read: its patches, chunk box and scaled chunk (None when skipped, all
+    background, or once computed)."""
 
     block: Block
     patches: list[Box]
     chunk_box: Box
     chunk: np.ndarray | None
+    skipped: bool
     read_seconds: float
 
 

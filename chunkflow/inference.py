@@ -38,8 +38,9 @@ def keep_freed_memory() -> None:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return
-    for option in (_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD):
-        libc.mallopt(option, _KEEP_BYTES)
+    # the mmap threshold first: where glibc refuses it, leave both at their defaults
+    if libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES):
+        libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -31,7 +31,7 @@ class RunPlan:
     @cached_property
     def blocks(self) -> list[Block]:
         """The blocks to compute: the whole grid, or those the mask selects (its volume is
-        read on first use only: block jobs never need it)."""
+        read on first use only: `chunkflow run-block` never needs it)."""
         mask = self.settings.mask
         if mask is None:
             return list(self.grid)
@@ -144,6 +144,9 @@ def make_plan(settings: Settings, input_info: VolumeInfo | None = None) -> RunPl
     """Resolve ``settings`` against the input volume (opened for its metadata only)."""
     # the checks that need no volume first: a mistake there costs no I/O
     check_model_files(settings.model)
+    sharded = settings.output.shard_size is not None
+    if not sharded:
+        _check_block_size(settings.block_size, settings.output)
     try:
         backend = output_backend(settings.output.path)
     except VolumeError as err:
@@ -156,8 +159,9 @@ def make_plan(settings: Settings, input_info: VolumeInfo | None = None) -> RunPl
     roi = _resolve_roi(settings, input_info.bounds)
     model = settings.model
     _check_patch_fits(roi, model.output_patch_size)
-    backend.check_layout(settings.output, roi.shape)  # before alignment: its shards may not exist
-    _check_block_size(settings.block_size, settings.output)
+    if sharded:  # the shards' shape may depend on the output's: check it, then align to it
+        backend.check_layout(settings.output, roi.shape)
+        _check_block_size(settings.block_size, settings.output)
     geometry = PatchGeometry(
         model.input_patch_size, model.output_patch_size, settings.inference.overlap
     )

@@ -86,7 +86,7 @@ class WorkflowPlan:
         channels = self.plan.settings.model.output_channels or 4
         copies = 1 if self.plan.settings.blocks_per_job == 1 else 2
         data_bytes = copies * (8 * chunk_voxels + 4 * block.box.size * channels)
-        data_bytes += 4 * block.box.size * (channels + 1)  # the float32 sum and weight sum
+        data_bytes += 4 * block.box.size * channels  # the float32 weighted sum
         return 2048 + math.ceil(2 * data_bytes / 2**20)  # 2 GB: PyTorch, CUDA context, model
 
 
@@ -109,6 +109,7 @@ def prepare(config: dict[str, Any]) -> WorkflowPlan:
         )
     settings = config_mod.parse(config)
     plan = make_plan(settings)
+    plan.blocks  # noqa: B018 (reads the mask, if any: its mistakes are one-line errors here)
     fingerprint = settings.result_fingerprint(model_sha256(settings.model))
     config_path = Path(settings.state_dir) / "config.yaml"
     _write_if_changed(config_path, yaml.safe_dump(config, sort_keys=True))

@@ -6,6 +6,7 @@ axis conversion is checked against the format's own library, not against chunkfl
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -264,6 +265,15 @@ def test_sharded_writes_whole_shards_that_cloudvolume_reads_back(tmp_path):
     assert cv.meta.scale(0)["sharding"]["preshift_bits"] == 2
     assert np.array_equal(found, data)
     assert open_volume(url).shard_size == (4, 8, 16)
+
+    # another sharding of the same shard shape puts chunks in other files: refused, untouched
+    info_file = tmp_path / "sh" / "info"
+    meta = json.loads(info_file.read_text())
+    meta["scales"][0]["sharding"]["hash"] = "murmurhash3_x86_128"
+    info_file.write_text(json.dumps(meta))
+    with pytest.raises(VolumeError, match="'hash': 'murmurhash3_x86_128'") as err:
+        create_or_check(url, OUT_INFO, output_settings(shard_size=(4, 8, 16)))
+    assert "\n" not in str(err.value) and json.loads(info_file.read_text()) == meta
 
 
 def test_a_missing_input_chunk_is_an_error_not_zeros(tmp_path):

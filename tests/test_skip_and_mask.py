@@ -115,10 +115,3 @@ def test_mask_mistakes_are_one_line(small_config, tmp_path):
         with pytest.raises(ConfigError) as err:
             plan.blocks  # noqa: B018 (the mask is read on first use)
         assert fragment in str(err.value) and "\n" not in str(err.value)
-
-
-def test_blocks_per_job_groups_consecutive_blocks(small_config):
-    plan = make_plan(config_mod.parse(config_with(small_config, blocks_per_job=3)))
-    groups = plan.job_groups()
-    assert [len(g) for g in groups] == [3, 3, 2]
-    assert sum(groups, []) == plan.grid.ids()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import ValidConvNet, config_with, save_torchscript
-from run_helpers import run_all_blocks
+from run_helpers import run_as_well
 from torch import nn
 
 from chunkflow import config as config_mod
@@ -61,40 +61,32 @@ class AffinityNet(nn.Module):
 AFFINITY_AXES = ["x", None, "z", "y"]
 
 
-def run(base: dict[str, Any], tmp_path: Path, name: str, **changes: Any) -> np.ndarray:
-    """The whole volume through the block path, into its own output and state directory."""
-    config = config_with(
-        base,
-        **SQUARE,
-        **{"output.path": str(tmp_path / f"{name}.zarr"), "state_dir": str(tmp_path / name)},
-        **changes,
-    )
-    return run_all_blocks(config)
+def run(base: dict[str, Any], name: str, **changes: Any) -> np.ndarray:
+    """The whole volume through the block path with square patches, into its own output."""
+    return run_as_well(base, name, **{**SQUARE, **changes})
 
 
 def test_flip_equivariant_model_is_unchanged_by_tta(small_config: dict, tmp_path: Path) -> None:
     model = save_torchscript(SymmetricNet(), tmp_path / "symmetric.pt")
-    plain = run(small_config, tmp_path, "none", **{"model.path": model})
+    plain = run(small_config, "none", **{"model.path": model})
     for mode in ("xy", "xyz"):
-        augmented = run(
-            small_config, tmp_path, mode, **{"model.path": model, "inference.tta": mode}
-        )
+        augmented = run(small_config, mode, **{"model.path": model, "inference.tta": mode})
         np.testing.assert_allclose(augmented, plain, atol=1e-5, rtol=0)
 
 
 def test_tta_reaches_the_model_through_the_block_path(small_config: dict, tmp_path: Path) -> None:
     """A model that is not flip-equivariant gives another output with TTA: the option is used."""
     model = save_torchscript(ValidConvNet(channels_out=2), tmp_path / "net.pt")
-    plain = run(small_config, tmp_path, "none", **{"model.path": model})
-    augmented = run(small_config, tmp_path, "xy", **{"model.path": model, "inference.tta": "xy"})
+    plain = run(small_config, "none", **{"model.path": model})
+    augmented = run(small_config, "xy", **{"model.path": model, "inference.tta": "xy"})
     assert np.abs(augmented - plain).max() > 1e-3
 
 
 def test_affinities_are_unchanged_by_tta(small_config: dict, tmp_path: Path) -> None:
     model = {"model.path": save_torchscript(AffinityNet(), tmp_path / "aff.pt")}
     model["model.affinity_axes"] = AFFINITY_AXES
-    plain = run(small_config, tmp_path, "none", **model)
-    augmented = run(small_config, tmp_path, "xyz", **model, **{"inference.tta": "xyz"})
+    plain = run(small_config, "none", **model)
+    augmented = run(small_config, "xyz", **model, **{"inference.tta": "xyz"})
     assert plain[[0, 2, 3]].max() > 0.02  # real affinities, not zeros
     np.testing.assert_allclose(augmented, plain, atol=1e-6, rtol=0)
 

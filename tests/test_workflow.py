@@ -725,8 +725,9 @@ def test_deployed_run_stays_in_its_run_dir(finished, elsewhere):
             {"inference.batchsize": 2},
             "unknown config key 'batchsize' (did you mean 'batch_size'?) in 'inference'",
         ),
+        ({"mask.path": "data/no_mask.zarr"}, "mask.path: "),
     ],
-    ids=["block_size", "typo"],
+    ids=["block_size", "typo", "mask"],
 )
 def test_config_error_is_one_line_and_creates_nothing(
     tmp_path, run_env, elsewhere, changes, message

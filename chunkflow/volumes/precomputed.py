@@ -169,6 +169,12 @@ class PrecomputedVolume(Volume):
         if self.shard_size != output.shard_size:
             show = lambda size: "none" if size is None else list(size)  # noqa: E731
             out.append(f"shard_size {show(self.shard_size)} (expected {show(output.shard_size)})")
+        elif self.shard_size is not None:  # same shape: then the same shard files, or a race
+            wanted = sharding_spec(self.info.shape, self.info.chunk_size, self.shard_size, "raw")
+            found = {k: v for k, v in self.scale["sharding"].items() if k != "data_encoding"}
+            wanted.pop("data_encoding")
+            if found != wanted:
+                out.append(f"sharding {found} (expected {wanted})")
         found = _encoding(self.extra.get("compress"))
         if self.shard_size is not None:
             found = self.scale["sharding"]["data_encoding"]

@@ -1,0 +1,43 @@
+"""Several blocks in one job: how they are grouped, and what a failure part-way leaves behind
+(the blocks before it written with their markers, none after it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import config_with, smooth_volume, write_volume
+from run_helpers import read_back, run_as_well
+
+from chunkflow import config as config_mod
+from chunkflow.block import run_blocks
+from chunkflow.errors import VolumeError
+from chunkflow.markers import marker_path
+from chunkflow.output_store import create_output
+from chunkflow.plan import make_plan
+
+
+def test_blocks_per_job_groups_consecutive_blocks(small_config):
+    plan = make_plan(config_mod.parse(config_with(small_config, blocks_per_job=3)))
+    groups = plan.job_groups()
+    assert [len(g) for g in groups] == [3, 3, 2]
+    assert sum(groups, []) == plan.grid.ids()
+
+
+def test_a_failing_block_stops_its_job_after_writing_the_blocks_before_it(small_config, tmp_path):
+    data = smooth_volume((20, 48, 56), dtype="float32")
+    data[19] = np.nan  # read by the blocks z1 only (z 12..19), not by z0 (their chunks end sooner)
+    raw = write_volume(tmp_path / "nan.zarr", data, chunks=(4, 8, 8))
+    config = config_with(small_config, **{"input.path": raw})
+    settings = config_mod.parse(config)
+    plan = make_plan(settings)
+    create_output(plan)
+    with pytest.raises(VolumeError, match="block z1_y0_x0: the input .* holds NaN"):
+        run_blocks(settings, plan.grid.ids())  # all 8 blocks in one job, in z, y, x order
+    done = {b.id for b in plan.grid if marker_path(settings.state_dir, b.id).exists()}
+    assert done == {b.id for b in plan.grid if b.index[0] == 0}
+
+    clean = write_volume(tmp_path / "raw_clean.zarr", np.nan_to_num(data), chunks=(4, 8, 8))
+    expected = run_as_well(config, "clean", **{"input.path": clean})
+    written = read_back(settings.output.path)[0]
+    np.testing.assert_array_equal(written[:, :12], expected[:, :12])  # the z0 blocks, whole
+    assert not written[:, 12:].any()  # nothing of the failed job's later blocks
