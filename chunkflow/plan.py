@@ -159,8 +159,8 @@ def make_plan(settings: Settings, input_info: VolumeInfo | None = None) -> RunPl
     roi = _resolve_roi(settings, input_info.bounds)
     model = settings.model
     _check_patch_fits(roi, model.output_patch_size)
-    if sharded:  # the shards' shape may depend on the output's: check it, then align to it
-        backend.check_layout(settings.output, roi.shape)
+    backend.check_layout(settings.output, roi.shape)
+    if sharded:  # after the layout check: a shard's shape may depend on the output's
         _check_block_size(settings.block_size, settings.output)
     geometry = PatchGeometry(
         model.input_patch_size, model.output_patch_size, settings.inference.overlap

@@ -291,3 +291,11 @@ def test_encoding_is_for_precomputed_outputs_only(small_config):
         ConfigError, match="output.encoding gzip applies to precomputed outputs only"
     ):
         config_mod.parse(config_with(small_config, **{"output.encoding": "gzip"}))
+
+
+def test_float16_precomputed_output_is_refused_by_the_plan(small_config, tmp_path):
+    url = file_url(tmp_path / "half")
+    config = config_with(small_config, **{"output.path": url, "output.dtype": "float16"})
+    with pytest.raises(ConfigError, match="precomputed has no float16 data type") as err:
+        make_plan(config_mod.parse(config))
+    assert "\n" not in str(err.value) and not (tmp_path / "half").exists()

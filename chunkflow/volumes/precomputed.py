@@ -122,7 +122,13 @@ class PrecomputedVolume(Volume):
 
     @classmethod
     def check_layout(cls, output: OutputSettings, shape: Vec) -> None:
-        """Refuse a ``shard_size`` that no precomputed sharding of an output of ``shape`` has."""
+        """Refuse a data type precomputed lacks, and a ``shard_size`` that no precomputed
+        sharding of an output of ``shape`` has."""
+        if output.dtype not in DTYPES:
+            raise ConfigError(
+                f"neuroglancer precomputed has no {output.dtype} data type; "
+                "use output.dtype float32 or uint8 with a precomputed output"
+            )
         if output.shard_size is not None:
             sharding_spec(shape, output.chunk_size, output.shard_size, output.encoding)
 
