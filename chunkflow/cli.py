@@ -99,11 +99,10 @@ def _markers(plan):
 def cmd_status(args: argparse.Namespace) -> None:
     plan = _plan(args)
     done, stale, missing = _markers(plan)
+    from chunkflow.summary import skipped_note
+
     skipped = sum(1 for marker in done if marker.get("skipped"))
-    print(
-        f"{len(done)}/{len(plan.blocks)} blocks done"
-        + (f" ({skipped} of them background, not inferred)" if skipped else "")
-    )
+    print(f"{len(done)}/{len(plan.blocks)} blocks done{skipped_note(skipped)}")
     for label, ids in (("stale (settings changed)", stale), ("missing", missing)):
         for block_id in ids[: args.show]:
             print(f"  {label} {block_id}")

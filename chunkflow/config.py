@@ -245,12 +245,11 @@ def _output_settings(output: dict[str, Any]) -> OutputSettings:
     from chunkflow.volumes.precomputed import PrecomputedVolume
 
     precomputed = PrecomputedVolume.handles(output["path"])
-    if output["encoding"] != "raw":
-        if not precomputed:
-            raise ConfigError(
-                f"output.encoding {output['encoding']} applies to precomputed outputs only; "
-                "remove it or write to a precomputed:// path"
-            )
+    if output["encoding"] != "raw" and not precomputed:
+        raise ConfigError(
+            f"output.encoding {output['encoding']} applies to precomputed outputs only; "
+            "remove it or write to a precomputed:// path"
+        )
     if shard is not None:
         if output["zarr_format"] != 3 and not precomputed:
             raise ConfigError(

@@ -38,15 +38,16 @@ def summarize(plan: RunPlan, markers: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def skipped_note(skipped: int) -> str:
+    """What follows a count of done blocks of which ``skipped`` were background ("" for none)."""
+    return f" ({skipped} of them background, not inferred)" if skipped else ""
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     s = summary
     lines = [
         f"chunkflow: {s['blocks_done']}/{s['blocks_total']} blocks written to {s['output']}"
-        + (
-            f" ({s['blocks_skipped']} of them background, not inferred)"
-            if s["blocks_skipped"]
-            else ""
-        ),
+        + skipped_note(s["blocks_skipped"]),
         f"  ROI {s['roi']['start']} .. {s['roi']['stop']} (z, y, x), {s['voxels']:,} voxels",
         f"  {s['patches']:,} patches ({s['patches'] / max(1, s['patches_whole_roi']):.2f}x a single "
         f"whole-ROI pass) on {', '.join(s['devices']) or '-'}",

@@ -50,6 +50,12 @@ def _show(value: object) -> object:
     return list(value) if isinstance(value, tuple) else value
 
 
+def shard_size_mismatch(found: Vec | None, wanted: Vec | None) -> str:
+    """The format mismatch line for a stored shard size (``none``: unsharded)."""
+    show = lambda size: "none" if size is None else list(size)  # noqa: E731
+    return f"shard_size {show(found)} (expected {show(wanted)})"
+
+
 def refuse_mip(path: str, mip: int) -> None:
     """Single-scale formats have only mip 0."""
     if mip:

@@ -14,7 +14,7 @@ import numpy as np
 from chunkflow.errors import ConfigError, VolumeError, first_line
 from chunkflow.geometry import Box, Vec, ceil_div, vec
 from chunkflow.grid import BlockGrid
-from chunkflow.volumes.base import Volume, VolumeInfo
+from chunkflow.volumes.base import Volume, VolumeInfo, shard_size_mismatch
 
 if TYPE_CHECKING:
     from chunkflow.config import OutputSettings
@@ -173,8 +173,7 @@ class PrecomputedVolume(Volume):
         if self.scale.get("encoding") != "raw":
             out.append(f"encoding {self.scale.get('encoding')} (expected raw)")
         if self.shard_size != output.shard_size:
-            show = lambda size: "none" if size is None else list(size)  # noqa: E731
-            out.append(f"shard_size {show(self.shard_size)} (expected {show(output.shard_size)})")
+            out.append(shard_size_mismatch(self.shard_size, output.shard_size))
         elif self.shard_size is not None:  # same shape: then the same shard files, or a race
             wanted = sharding_spec(self.info.shape, self.info.chunk_size, self.shard_size, "raw")
             found = {k: v for k, v in self.scale["sharding"].items() if k != "data_encoding"}

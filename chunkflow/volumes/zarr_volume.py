@@ -11,7 +11,7 @@ import numpy as np
 from chunkflow.errors import VolumeError, first_line
 from chunkflow.geometry import Vec, vec
 from chunkflow.volumes.attributes import info_from_attrs
-from chunkflow.volumes.base import Volume, VolumeInfo, refuse_mip
+from chunkflow.volumes.base import Volume, VolumeInfo, refuse_mip, shard_size_mismatch
 
 if TYPE_CHECKING:
     from chunkflow.config import OutputSettings
@@ -66,8 +66,7 @@ class ZarrVolume(Volume):
         if self.zarr_format != output.zarr_format:
             out.append(f"zarr format {self.zarr_format} (expected {output.zarr_format})")
         if self.shard_size != output.shard_size:
-            show = lambda s: "none" if s is None else list(s)  # noqa: E731
-            out.append(f"shard_size {show(self.shard_size)} (expected {show(output.shard_size)})")
+            out.append(shard_size_mismatch(self.shard_size, output.shard_size))
         return out
 
     @classmethod

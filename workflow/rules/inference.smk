@@ -20,6 +20,9 @@ rule create_output:
 # One rule per job: its outputs are the done-markers of its blocks (blocks_per_job of them), so
 # each block stays a target of its own. The job's blocks are named by its outputs, and the shell
 # command is the same for every job: regrouping blocks reruns nothing.
+JOB_MEM_MB = RUN.job_mem_mb()  # once, not once per rule
+
+
 for job_blocks in RUN.job_groups:
 
     rule:
@@ -35,7 +38,7 @@ for job_blocks in RUN.job_groups:
             fingerprint=RUN.fingerprint,
         threads: RUN.plan.settings.inference.threads
         resources:
-            mem_mb=RUN.job_mem_mb(),
+            mem_mb=JOB_MEM_MB,
         log:
             RUN.log("infer_block", job_blocks[0]),
         shell:
