@@ -6,10 +6,13 @@ batched forward passes of exactly the same patches (same batch size, device, pre
 interleaved, medians compared.
 
 Memory: for each model, the peak memory of a fresh process that infers one (larger) block from a
-chunk it holds, minus the peak of a fresh process that only runs the model's forward pass on one
-batch (the runtime, the weights and the network's activations: what any engine needs), divided
-by (input chunk + channels x block) as float32. Host: peak RSS (ru_maxrss); GPU: torch's peak
-allocated bytes.
+chunk it holds, minus that of a fresh process that only runs the bare forward passes of as many
+batches (the runtime, the weights and the network's activations: what any engine needs), divided
+by (input chunk + channels x block) as float32. Host: peak RSS (VmHWM), once with glibc's
+defaults (freed memory goes back to the system: RSS follows what is live) and once with glibc
+keeping freed memory, as block jobs have it; GPU: torch's peak allocated bytes. Peak RSS depends
+on how the heap happens to be laid out, which differs from process to process, so each peak is
+the median of ``--repeats`` processes, and the spread (max - min) is printed too.
 
     .venv/bin/python benchmarks/engine_overhead.py [--device cpu|cuda] [--repeats 3]
 """
@@ -17,7 +20,7 @@ allocated bytes.
 from __future__ import annotations
 
 import multiprocessing
-import resource
+import re
 import statistics
 import sys
 import time
@@ -116,11 +119,13 @@ def timing(name: str, device: torch.device, repeats: int) -> dict:
     }
 
 
-def peak_memory(name: str, device_name: str, threads: int, engine: bool) -> dict:
-    """Run in a fresh process: the peak host RSS and GPU memory of inferring the memory block
-    (``engine``), or of only the model's forward pass of one batch (the baseline)."""
+def peak_memory(name: str, device_name: str, threads: int, engine: bool, keep: bool) -> dict:
+    """In a fresh process, the peak host RSS and GPU memory (MB) of inferring the memory block
+    (``engine``), or of only the bare forward passes of as many batches (the baseline); ``keep``:
+    with glibc keeping freed memory, as block jobs have it."""
     torch.set_num_threads(threads)
-    keep_freed_memory()
+    if keep:
+        keep_freed_memory()
     device = torch.device(device_name)
     case = Case(name, device, for_memory=True)
     if engine:
@@ -128,45 +133,78 @@ def peak_memory(name: str, device_name: str, threads: int, engine: bool) -> dict
     else:
         batch = torch.zeros((case.batch, 1, *case.geometry.input_size), device=device)
         with torch.inference_mode():
-            for _ in range(2):
+            for _ in range(0, len(case.patches), case.batch):
                 case.model(batch)
         sync(device)
     gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"block": case.block.shape, "data_mb": case.data_mb(), "rss_mb": rss, "gpu_mb": gpu}
+    return {
+        "block": case.block.shape,
+        "data_mb": case.data_mb(),
+        "rss_mb": _peak_rss_mb(),
+        "gpu_mb": gpu,
+    }
 
 
-def memory(name: str, device: torch.device) -> dict:
-    """Peak memory of the engine on the memory block above that of the bare forward pass."""
+def _peak_rss_mb() -> float:
+    """This process's peak RSS. Not ``ru_maxrss``: on Linux that survives ``exec``, so a spawned
+    worker would report the larger RSS of the process that forked it."""
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def memory(name: str, device: torch.device, repeats: int, keep: bool) -> dict:
+    """The engine's peak memory above the bare forward passes': medians over ``repeats`` fresh
+    processes of each kind, interleaved. Peak RSS depends on how the heap happens to be laid out,
+    which differs from process to process; the spreads (max - min) show by how much."""
     spawn = multiprocessing.get_context("spawn")
-    args = (name, str(device), torch.get_num_threads())
-    with spawn.Pool(1, maxtasksperchild=1) as pool:
-        base = pool.apply(peak_memory, (*args, False))
-    with spawn.Pool(1, maxtasksperchild=1) as pool:
-        used = pool.apply(peak_memory, (*args, True))
-    gpu = None if used["gpu_mb"] is None else used["gpu_mb"] - base["gpu_mb"]
-    return {**used, "rss_mb": used["rss_mb"] - base["rss_mb"], "gpu_mb": gpu}
+    runs: dict[bool, list[dict]] = {False: [], True: []}
+    for _ in range(repeats):
+        for engine in (False, True):
+            with spawn.Pool(1, maxtasksperchild=1) as pool:
+                args = (name, str(device), torch.get_num_threads(), engine, keep)
+                runs[engine].append(pool.apply(peak_memory, args))
+
+    def median(engine: bool, key: str) -> float:
+        return statistics.median(r[key] for r in runs[engine])
+
+    def spread(engine: bool) -> float:
+        rss = [r["rss_mb"] for r in runs[engine]]
+        return max(rss) - min(rss)
+
+    gpu = None
+    if runs[True][0]["gpu_mb"] is not None:
+        gpu = median(True, "gpu_mb") - median(False, "gpu_mb")
+    return {
+        **runs[True][0],
+        "rss_mb": median(True, "rss_mb") - median(False, "rss_mb"),
+        "spreads": (spread(False), spread(True)),
+        "gpu_mb": gpu,
+    }
 
 
 def main() -> None:
     args, device = parse_args(__doc__)
     print(machine(device))
-    print(
-        f"{'model':10} {'params':>9} {'patches':>7} {'engine s':>9} {'bare s':>8} {'overhead':>8} "
-        f"{'memory block':>13} {'data MB':>8} {'RSS+ MB':>8} {'RSS+/data':>9} {'GPU+ MB':>8} "
-        f"{'GPU+/data':>9}"
-    )
     for name in CASES:
         t = timing(name, device, args.repeats)
-        m = memory(name, device)
-        gpu = "-" if m["gpu_mb"] is None else f"{m['gpu_mb']:.1f}"
-        gpu_ratio = "-" if m["gpu_mb"] is None else f"{m['gpu_mb'] / m['data_mb']:.2f}"
         print(
-            f"{name:10} {t['params']:>9,} {t['patches']:>7} {t['engine_s']:>9.3f} {t['bare_s']:>8.3f} "
-            f"{t['engine_s'] / t['bare_s']:>8.3f} {'x'.join(map(str, m['block'])):>13} "
-            f"{m['data_mb']:>8.1f} {m['rss_mb']:>8.1f} "
-            f"{m['rss_mb'] / m['data_mb']:>9.2f} {gpu:>8} {gpu_ratio:>9}"
+            f"{name}: {t['params']:,} parameters, {t['patches']} patches; engine {t['engine_s']:.3f} s,"
+            f" bare forward passes {t['bare_s']:.3f} s: overhead {t['engine_s'] / t['bare_s']:.3f}"
         )
+        for keep in (False, True):
+            m = memory(name, device, args.repeats, keep)
+            allocator = "glibc keeping freed memory" if keep else "glibc defaults"
+            gpu = (
+                ""
+                if m["gpu_mb"] is None
+                else (f"; GPU+ {m['gpu_mb']:.1f} MB, GPU+/data {m['gpu_mb'] / m['data_mb']:.2f}")
+            )
+            print(
+                f"  memory, {allocator}: block {'x'.join(map(str, m['block']))}, data "
+                f"{m['data_mb']:.1f} MB, RSS+ {m['rss_mb']:.1f} MB, RSS+/data "
+                f"{m['rss_mb'] / m['data_mb']:.2f} (RSS spread baseline {m['spreads'][0]:.0f} MB, "
+                f"engine {m['spreads'][1]:.0f} MB){gpu}"
+            )
 
 
 if __name__ == "__main__":

@@ -151,15 +151,17 @@ class Predictor:
         if self.device.type == "cuda":
             source = source.pin_memory().to(self.device, non_blocking=True)
         total = None
+        buffer = None  # the batch input, reused: the heap holds only what the model allocates
         with torch.inference_mode():
             for first in range(0, len(patches), self.batch_size):
                 group = patches[first : first + self.batch_size]
-                inputs = torch.stack(
-                    [
-                        source[(slice(None), *self.geometry.input_box(p).slices(chunk_box.start))]
-                        for p in group
-                    ]
-                )
+                views = [
+                    source[(slice(None), *self.geometry.input_box(p).slices(chunk_box.start))]
+                    for p in group
+                ]
+                if buffer is None:
+                    buffer = source.new_empty((len(group), *views[0].shape))
+                inputs = torch.stack(views, out=buffer[: len(group)])
                 outputs = self._forward(inputs)
                 if total is None:
                     total = torch.zeros((outputs.shape[1], *target.shape), device=self.device)
@@ -171,6 +173,7 @@ class Predictor:
                         total[dst] += output[src]
                     else:
                         total[dst].addcmul_(output[src], self._weights[src])  # no temporary
+                del outputs, output  # not held through the next forward pass
             if total is None:
                 raise ValueError("predict() needs at least one patch")
             sums_z, sums_y, sums_x = self._weight_sums(patches, target)
