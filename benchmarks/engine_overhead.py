@@ -194,11 +194,9 @@ def main() -> None:
         for keep in (False, True):
             m = memory(name, device, args.repeats, keep)
             allocator = "glibc keeping freed memory" if keep else "glibc defaults"
-            gpu = (
-                ""
-                if m["gpu_mb"] is None
-                else (f"; GPU+ {m['gpu_mb']:.1f} MB, GPU+/data {m['gpu_mb'] / m['data_mb']:.2f}")
-            )
+            gpu = ""
+            if m["gpu_mb"] is not None:
+                gpu = f"; GPU+ {m['gpu_mb']:.1f} MB, GPU+/data {m['gpu_mb'] / m['data_mb']:.2f}"
             print(
                 f"  memory, {allocator}: block {'x'.join(map(str, m['block']))}, data "
                 f"{m['data_mb']:.1f} MB, RSS+ {m['rss_mb']:.1f} MB, RSS+/data "
