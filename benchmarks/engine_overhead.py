@@ -3,7 +3,9 @@
 Time: for each model, the time chunkflow's engine takes to infer one block (patch extraction,
 batched forward passes, blending into the block, normalisation) divided by the time of the bare
 batched forward passes of exactly the same patches (same batch size, device, precision),
-interleaved, medians compared.
+interleaved, medians compared. Beside them, the floor: the bare forward passes plus copying each
+patch's output into a block-sized array, the least any engine that assembles a block out of
+patch outputs pays (no input cut out, no weights, no sums).
 
 Memory: for each model, the peak memory of a fresh process that infers one (larger) block from a
 chunk it holds, minus that of a fresh process that only runs the bare forward passes of as many
@@ -96,26 +98,40 @@ def timing(name: str, device: torch.device, repeats: int) -> dict:
     case = Case(name, device)
     chunk = case.chunk()
     batches = patch_batches(chunk, case.chunk_box, case.patches, case.geometry, case.batch, device)
+    block = torch.empty((case.channels, *case.block.shape), device=device)
+    places = [  # (in the patch, in the block) for each patch, batch by batch
+        [
+            (
+                (slice(None), *p.intersect(case.block).slices(p.start)),
+                (slice(None), *p.intersect(case.block).slices(case.block.start)),
+            )
+            for p in case.patches[first : first + case.batch]
+        ]
+        for first in range(0, len(case.patches), case.batch)
+    ]
 
-    def bare() -> None:
+    def bare(copy: bool = False) -> None:
         with torch.inference_mode():
-            for b in batches:
-                case.model(b)
+            for inputs, where in zip(batches, places, strict=True):
+                outputs = case.model(inputs)
+                if copy:
+                    for (src, dst), output in zip(where, outputs, strict=True):
+                        block[dst].copy_(output[src])
         sync(device)
 
-    times: dict[str, list[float]] = {"engine": [], "bare": []}
-    bare(), case.engine(chunk)  # warm-up (allocator, kernels)
-    for _ in range(repeats):  # interleaved, so drifting machine load hits both alike
-        for label, fn in (("engine", lambda: case.engine(chunk)), ("bare", bare)):
+    runs = {"engine": lambda: case.engine(chunk), "bare": bare, "floor": lambda: bare(copy=True)}
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    for fn in runs.values():  # warm-up (allocator, kernels)
+        fn()
+    for _ in range(repeats):  # interleaved, so drifting machine load hits all alike
+        for label, fn in runs.items():
             start = time.perf_counter()
             fn()
             times[label].append(time.perf_counter() - start)
-    engine_s, bare_s = statistics.median(times["engine"]), statistics.median(times["bare"])
     return {
         "params": parameter_count(case.model),
         "patches": len(case.patches),
-        "engine_s": engine_s,
-        "bare_s": bare_s,
+        **{f"{label}_s": statistics.median(t) for label, t in times.items()},
     }
 
 
@@ -189,7 +205,8 @@ def main() -> None:
         t = timing(name, device, args.repeats)
         print(
             f"{name}: {t['params']:,} parameters, {t['patches']} patches; engine {t['engine_s']:.3f} s,"
-            f" bare forward passes {t['bare_s']:.3f} s: overhead {t['engine_s'] / t['bare_s']:.3f}"
+            f" bare forward passes {t['bare_s']:.3f} s: overhead {t['engine_s'] / t['bare_s']:.3f};"
+            f" floor {t['floor_s']:.3f} s: {t['floor_s'] / t['bare_s']:.3f}"
         )
         for keep in (False, True):
             m = memory(name, device, args.repeats, keep)

@@ -4,7 +4,9 @@ The same volume (in memory), model, patch size, overlap, batch size and device g
 both blend with constant weights (a plain average of the overlapping patches), so their outputs
 must agree to float rounding. MONAI needs an output patch the size of its input patch, so the
 demo net (valid convolutions) runs behind a wrapper that pads its input by the context (replicating the edge) that makes it "same".
-Prints the median times, their ratio (chunkflow ÷ MONAI) and the max |difference|.
+Prints the median times, their ratio (chunkflow ÷ MONAI), each one's time over that of the bare
+batched forward passes of the same patches (measured interleaved with them), and the max
+|difference|.
 
     .venv/bin/pip install monai   # benchmark-only dependency
     .venv/bin/python benchmarks/peer_monai.py [--repeats 3] [--device cpu|cuda]
@@ -23,7 +25,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import machine, parse_args, sync  # noqa: E402
+from common import machine, parse_args, patch_batches, sync  # noqa: E402
 from unet import UNet3D  # noqa: E402
 
 from chunkflow.demo import boundary_net, synthetic_em  # noqa: E402
@@ -94,21 +96,31 @@ def measure(name: str, device: torch.device, repeats: int) -> dict:
             )
         return out[0].cpu().numpy()
 
+    batches = patch_batches(volume, whole, patches, geometry, batch, device)
+
+    def bare() -> None:
+        with torch.inference_mode():
+            for inputs in batches:
+                model(inputs)
+
     difference = float(np.abs(ours() - monai()).max())  # also the warm-up
-    times: dict[str, list[float]] = {"chunkflow": [], "monai": []}
-    for _ in range(repeats):  # interleaved: drifting load hits both alike
-        for label, fn in (("chunkflow", ours), ("monai", monai)):
+    bare()
+    runs = {"chunkflow": ours, "monai": monai, "bare": bare}
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    for _ in range(repeats):  # interleaved: drifting load hits all alike
+        for label, fn in runs.items():
             start = time.perf_counter()
             fn()
             sync(device)
             times[label].append(time.perf_counter() - start)
-    ours_s, monai_s = statistics.median(times["chunkflow"]), statistics.median(times["monai"])
+    ours_s, monai_s, bare_s = (statistics.median(times[label]) for label in runs)
     return {
         "model": name,
         "shape": shape,
         "patches": len(patches),
         "ours": ours_s,
         "monai": monai_s,
+        "bare": bare_s,
         "ratio": ours_s / monai_s,
         "difference": difference,
     }
@@ -121,14 +133,15 @@ def main() -> None:
     print(f"{machine(device)}, monai {monai.__version__}")
     print(
         f"{'model':10} {'volume':>14} {'patches':>7} {'chunkflow s':>11} {'monai s':>8} "
-        f"{'ratio':>6} {'max |diff|':>10}"
+        f"{'ratio':>6} {'bare s':>7} {'chunkflow/bare':>14} {'monai/bare':>10} {'max |diff|':>10}"
     )
     for name in CASES:
         r = measure(name, device, args.repeats)
         shape = "x".join(map(str, r["shape"]))
         print(
             f"{r['model']:10} {shape:>14} {r['patches']:>7} {r['ours']:>11.3f} {r['monai']:>8.3f} "
-            f"{r['ratio']:>6.3f} {r['difference']:>10.2e}"
+            f"{r['ratio']:>6.3f} {r['bare']:>7.3f} {r['ours'] / r['bare']:>14.3f} "
+            f"{r['monai'] / r['bare']:>10.3f} {r['difference']:>10.2e}"
         )
 
 

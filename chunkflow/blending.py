@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from chunkflow.geometry import Vec
+from chunkflow.geometry import Box, Vec
 
 # Each per-axis profile is kept at or above this, so a 3D map stays a normal float32 (> 1e-9).
 FLOOR = 1e-3
@@ -32,3 +32,30 @@ def weight_map(kind: str, size: Vec) -> np.ndarray:
     """A float32 map of shape ``size``: the outer product of per-axis profiles of ``kind``."""
     z, y, x = profiles(kind, size)
     return (z[:, None, None] * y[None, :, None] * x[None, None, :]).astype(np.float32)
+
+
+def per_axis_shares(
+    axis_profiles: list[np.ndarray], patches: list[Box], target: Box
+) -> list[dict[tuple[int, int], np.ndarray]]:
+    """Per axis, each patch interval's profile over ``target`` divided by the interval sum there.
+
+    The patches must be a lattice (every combination of their per-axis intervals) and a patch's
+    weights the outer product of ``axis_profiles``; then the weight sum at a voxel is the product
+    of per-axis sums, and a patch's weight divided by it the product of that patch's three
+    shares. Keys are (start, stop) of the interval; values (float64) cover only its overlap with
+    ``target``.
+    """
+    shares = []
+    for axis, profile in enumerate(axis_profiles):
+        start, stop = target.start[axis], target.stop[axis]
+        windows = {}
+        for a, b in sorted({(p.start[axis], p.stop[axis]) for p in patches}):
+            lo, hi = max(a, start), min(b, stop)
+            windows[a, b] = (lo - start, hi - start, profile[lo - a : hi - a])
+        sums = np.zeros(stop - start)
+        for lo, hi, values in windows.values():
+            sums[lo:hi] += values
+        shares.append({key: values / sums[lo:hi] for key, (lo, hi, values) in windows.items()})
+    if np.prod([len(axis) for axis in shares]) != len(patches):
+        raise ValueError("blending needs a lattice of patches (every per-axis combination)")
+    return shares

@@ -1,20 +1,23 @@
-"""Patch-wise inference with blending: batched forward passes into float32 sum / weight-sum.
+"""Patch-wise inference with blending: batched forward passes into a float32 weighted mean.
 
-The accumulators cover only the target box (the block), live on the model's device, and patches
-are added in the order given, so a voxel gets the same additions in the same order whichever
-block computes it.
+Each patch's output is added into the accumulator with its weights already divided by the
+weight sum (``blending.per_axis_shares``), so the accumulator holds the mean when the last patch
+is in: no normalisation pass. It covers only the target box (the block), lives on the model's
+device, and patches are added in the order given, so a voxel gets the same additions in the same
+order whichever block computes it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from chunkflow.blending import profiles, weight_map
+from chunkflow.blending import per_axis_shares, profiles
 from chunkflow.errors import ConfigError, ModelError, first_line
 from chunkflow.geometry import Box
 from chunkflow.placement import PatchGeometry
@@ -63,10 +66,17 @@ def scale_input(data: np.ndarray, mode: str) -> np.ndarray:
 
 
 def to_output_dtype(data: np.ndarray, dtype: str) -> np.ndarray:
-    """float32 predictions as the output dtype; uint8 clips to [0, 1], scales by 255, rounds."""
+    """float32 predictions as the output dtype; uint8 clips to [0, 1], scales by 255, rounds.
+
+    Works in place where it can (``data`` is consumed): no block-sized temporaries, and float32
+    data is returned as it is.
+    """
     if dtype == "uint8":
-        return np.rint(np.clip(data, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return data.astype(dtype)
+        np.clip(data, 0.0, 1.0, out=data)
+        data *= 255.0
+        np.rint(data, out=data)
+        return data.astype(np.uint8)
+    return data.astype(dtype, copy=False)
 
 
 @dataclass
@@ -88,8 +98,6 @@ class Predictor:
             # float32 means float32: no TF32 convolutions or matmuls (float16/bfloat16 are the fast modes)
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
-        weights = weight_map(self.blend, self.geometry.output_size)
-        self._weights = torch.from_numpy(weights).to(self.device)[None]  # (1, z, y, x)
         self._profiles = profiles(self.blend, self.geometry.output_size)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -144,8 +152,11 @@ class Predictor:
             target: the box to return; every voxel must be covered by some patch.
 
         Returns:
-            float32 array (channels, *target.shape): weighted sum / weight sum.
+            float32 array (channels, *target.shape): the weighted mean of the patches.
         """
+        if not patches:
+            raise ValueError("predict() needs at least one patch")
+        weights = self._normalised_weights(patches, target)
         # the chunk goes to the device once; patches are cut out of it there (no per-batch copy)
         source = torch.from_numpy(chunk if chunk.ndim == 4 else chunk[None])
         if self.device.type == "cuda":
@@ -169,35 +180,24 @@ class Predictor:
                     overlap = patch.intersect(target)
                     src = (slice(None), *overlap.slices(patch.start))
                     dst = (slice(None), *overlap.slices(target.start))
-                    if self.blend == "constant":  # weights of 1: a plain sum
-                        total[dst] += output[src]
-                    else:
-                        total[dst].addcmul_(output[src], self._weights[src])  # no temporary
+                    total[dst].addcmul_(output[src], weights(patch))  # no temporary
                 del outputs, output  # not held through the next forward pass
-            if total is None:
-                raise ValueError("predict() needs at least one patch")
-            sums_z, sums_y, sums_x = self._weight_sums(patches, target)
-            plane = torch.from_numpy(np.outer(sums_y, sums_x)).to(self.device)
-            for z, weight in enumerate(sums_z):  # in place, a plane at a time: no block-sized array
-                total[:, z].div_((plane * weight).float())
-            return total.cpu().numpy()
+        return total.cpu().numpy()
 
-    def _weight_sums(self, patches: list[Box], target: Box) -> list[np.ndarray]:
-        """Per axis, the patches' weight profiles summed over ``target`` (float64).
+    def _normalised_weights(self, patches: list[Box], target: Box) -> Callable[[Box], torch.Tensor]:
+        """A patch's weights over its overlap with ``target``, divided by the weight sum there
+        (float32, on the device): the outer product of its per-axis shares."""
+        shares = [
+            {key: torch.from_numpy(v.astype(np.float32)).to(self.device) for key, v in axis.items()}
+            for axis in per_axis_shares(self._profiles, patches, target)
+        ]
+        planes: dict[tuple[int, ...], torch.Tensor] = {}  # y-x products, shared along z
 
-        The patches are a lattice (every combination of their per-axis intervals) and a patch's
-        weights the outer product of per-axis profiles, so the weight sum at a voxel is the
-        product of these three sums: the normalisation needs no accumulator of its own.
-        """
-        sums = []
-        for axis, profile in enumerate(self._profiles):
-            start, stop = target.start[axis], target.stop[axis]
-            total = np.zeros(stop - start)
-            intervals = sorted({(p.start[axis], p.stop[axis]) for p in patches})
-            for a, b in intervals:
-                lo, hi = max(a, start), min(b, stop)
-                total[lo - start : hi - start] += profile[lo - a : hi - a]
-            sums.append((total, len(intervals)))
-        if np.prod([n for _, n in sums]) != len(patches):
-            raise ValueError("predict() needs a lattice of patches (every per-axis combination)")
-        return [total for total, _ in sums]
+        def weights(patch: Box) -> torch.Tensor:
+            z, y, x = (shares[axis][patch.start[axis], patch.stop[axis]] for axis in range(3))
+            key = (*patch.start[1:], *patch.stop[1:])
+            if key not in planes:
+                planes[key] = torch.outer(y, x)
+            return z[:, None, None] * planes[key]
+
+        return weights

@@ -20,6 +20,7 @@ from helpers import (
 from run_helpers import run_all_blocks
 
 from chunkflow.blending import weight_map
+from chunkflow.inference import to_output_dtype
 
 
 def _starts(lo: int, length: int, patch: int, stride: int) -> list[int]:
@@ -267,6 +268,17 @@ def test_uint8_output_and_non_dyadic_constant(tmp_path: Path) -> None:
     )
     got = run_all_blocks(config)
     assert got.dtype == np.uint8 and np.all(got == 51)  # 0.2 * 255
+
+
+def test_output_dtype_conversion_clips_scales_and_rounds() -> None:
+    values = [-0.5, 0.0, 0.001, 0.6 / 255, 1.4 / 255, 0.2, 0.999, 1.0, 7.0]
+    expected = [0, 0, 0, 1, 1, 51, 255, 255, 255]  # clipped to [0, 1], x 255, to the nearest
+    data = np.array(values, dtype=np.float32).reshape(1, 1, 3, 3)
+    got = to_output_dtype(data.copy(), "uint8")
+    assert got.dtype == np.uint8 and got.ravel().tolist() == expected
+    half = to_output_dtype(data.copy(), "float16")
+    assert half.dtype == np.float16 and np.allclose(half.ravel(), values, rtol=1e-3)
+    assert to_output_dtype(data, "float32") is data  # float32 is passed through, not copied
 
 
 def test_float16_output_and_bfloat16_autocast_stay_close(tmp_path: Path) -> None:
