@@ -186,18 +186,23 @@ class Predictor:
 
     def _normalised_weights(self, patches: list[Box], target: Box) -> Callable[[Box], torch.Tensor]:
         """A patch's weights over its overlap with ``target``, divided by the weight sum there
-        (float32, on the device): the outer product of its per-axis shares."""
-        shares = [
+        (float32, on the device): the outer product of its per-axis shares.
+
+        The y-x products are made here, before any forward pass, so nothing that lives through
+        the block is allocated between batches (where it would pin freed heap memory).
+        """
+        z_shares, y_shares, x_shares = (
             {key: torch.from_numpy(v.astype(np.float32)).to(self.device) for key, v in axis.items()}
             for axis in per_axis_shares(self._profiles, patches, target)
-        ]
-        planes: dict[tuple[int, ...], torch.Tensor] = {}  # y-x products, shared along z
+        )
+        planes = {
+            (y, x): torch.outer(y_share, x_share)
+            for y, y_share in y_shares.items()
+            for x, x_share in x_shares.items()
+        }
 
         def weights(patch: Box) -> torch.Tensor:
-            z, y, x = (shares[axis][patch.start[axis], patch.stop[axis]] for axis in range(3))
-            key = (*patch.start[1:], *patch.stop[1:])
-            if key not in planes:
-                planes[key] = torch.outer(y, x)
-            return z[:, None, None] * planes[key]
+            (z0, y0, x0), (z1, y1, x1) = patch.start, patch.stop
+            return z_shares[z0, z1][:, None, None] * planes[(y0, y1), (x0, x1)]
 
         return weights
