@@ -13,14 +13,19 @@ from chunkflow.inference import keep_freed_memory
 from chunkflow.placement import PatchGeometry
 
 
-def parse_args(doc: str) -> tuple[argparse.Namespace, torch.device]:
-    """``--device``, ``--repeats`` and ``--threads`` (torch CPU threads, applied here)."""
+def parse_args(
+    doc: str, flags: dict[str, str] | None = None
+) -> tuple[argparse.Namespace, torch.device]:
+    """``--device``, ``--repeats``, ``--threads`` (torch CPU threads, applied here) and the
+    script's own on/off ``flags`` (name: help text)."""
     parser = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    for name, help_text in (flags or {}).items():
+        parser.add_argument(name, action="store_true", help=help_text)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -16,7 +16,7 @@ keeping freed memory, as block jobs have it; GPU: torch's peak allocated bytes. 
 on how the heap happens to be laid out, which differs from process to process, so each peak is
 the median of ``--repeats`` processes, and the spread (max - min) is printed too.
 
-    .venv/bin/python benchmarks/engine_overhead.py [--device cpu|cuda] [--repeats 3]
+    .venv/bin/python benchmarks/engine_overhead.py [--device cpu|cuda] [--repeats 3] [--no-memory]
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def memory(name: str, device: torch.device, repeats: int, keep: bool) -> dict:
 
 
 def main() -> None:
-    args, device = parse_args(__doc__)
+    args, device = parse_args(__doc__, {"--no-memory": "time only, skip the memory runs"})
     print(machine(device))
     for name in CASES:
         t = timing(name, device, args.repeats)
@@ -208,7 +208,7 @@ def main() -> None:
             f" bare forward passes {t['bare_s']:.3f} s: overhead {t['engine_s'] / t['bare_s']:.3f};"
             f" floor {t['floor_s']:.3f} s: {t['floor_s'] / t['bare_s']:.3f}"
         )
-        for keep in (False, True):
+        for keep in () if args.no_memory else (False, True):
             m = memory(name, device, args.repeats, keep)
             allocator = "glibc keeping freed memory" if keep else "glibc defaults"
             gpu = ""
