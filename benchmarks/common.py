@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
+import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -66,3 +69,20 @@ def patch_batches(
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def interleaved_medians(
+    runs: dict[str, Callable[[], object]], repeats: int, device: torch.device
+) -> dict[str, float]:
+    """Each run once to warm up (allocator, kernels), then ``repeats`` rounds of all of them in
+    turn, so drifting machine load hits all alike: the median seconds of each."""
+    for fn in runs.values():
+        fn()
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    for _ in range(repeats):
+        for label, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(t) for label, t in times.items()}

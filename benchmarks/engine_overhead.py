@@ -1,7 +1,7 @@
 """Engine overhead and memory, measured side by side in one run.
 
 Time: for each model, the time chunkflow's engine takes to infer one block (patch extraction,
-batched forward passes, blending into the block, normalisation) divided by the time of the bare
+batched forward passes, blending into the block) divided by the time of the bare
 batched forward passes of exactly the same patches (same batch size, device, precision),
 interleaved, medians compared. Beside them, the floor: the bare forward passes plus copying each
 patch's output into a block-sized array, the least any engine that assembles a block out of
@@ -25,7 +25,6 @@ import multiprocessing
 import re
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import machine, parse_args, patch_batches, sync  # noqa: E402
+from common import interleaved_medians, machine, parse_args, patch_batches, sync  # noqa: E402
 from unet import UNet3D, parameter_count  # noqa: E402
 
 from chunkflow.demo import boundary_net  # noqa: E402
@@ -99,39 +98,26 @@ def timing(name: str, device: torch.device, repeats: int) -> dict:
     chunk = case.chunk()
     batches = patch_batches(chunk, case.chunk_box, case.patches, case.geometry, case.batch, device)
     block = torch.empty((case.channels, *case.block.shape), device=device)
-    places = [  # (in the patch, in the block) for each patch, batch by batch
-        [
-            (
-                (slice(None), *p.intersect(case.block).slices(p.start)),
-                (slice(None), *p.intersect(case.block).slices(case.block.start)),
-            )
-            for p in case.patches[first : first + case.batch]
-        ]
-        for first in range(0, len(case.patches), case.batch)
+    overlaps = [p.intersect(case.block) for p in case.patches]
+    places = [  # (in the patch, in the block) for each patch
+        ((slice(None), *o.slices(p.start)), (slice(None), *o.slices(case.block.start)))
+        for p, o in zip(case.patches, overlaps, strict=True)
     ]
 
     def bare(copy: bool = False) -> None:
         with torch.inference_mode():
-            for inputs, where in zip(batches, places, strict=True):
+            for first, inputs in zip(range(0, len(places), case.batch), batches, strict=True):
                 outputs = case.model(inputs)
                 if copy:
+                    where = places[first : first + case.batch]
                     for (src, dst), output in zip(where, outputs, strict=True):
                         block[dst].copy_(output[src])
-        sync(device)
 
     runs = {"engine": lambda: case.engine(chunk), "bare": bare, "floor": lambda: bare(copy=True)}
-    times: dict[str, list[float]] = {label: [] for label in runs}
-    for fn in runs.values():  # warm-up (allocator, kernels)
-        fn()
-    for _ in range(repeats):  # interleaved, so drifting machine load hits all alike
-        for label, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[label].append(time.perf_counter() - start)
     return {
         "params": parameter_count(case.model),
         "patches": len(case.patches),
-        **{f"{label}_s": statistics.median(t) for label, t in times.items()},
+        **{f"{label}_s": s for label, s in interleaved_medians(runs, repeats, device).items()},
     }
 
 

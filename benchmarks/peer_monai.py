@@ -14,9 +14,7 @@ batched forward passes of the same patches (measured interleaved with them), and
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import machine, parse_args, patch_batches, sync  # noqa: E402
+from common import interleaved_medians, machine, parse_args, patch_batches  # noqa: E402
 from unet import UNet3D  # noqa: E402
 
 from chunkflow.demo import boundary_net, synthetic_em  # noqa: E402
@@ -103,17 +101,9 @@ def measure(name: str, device: torch.device, repeats: int) -> dict:
             for inputs in batches:
                 model(inputs)
 
-    difference = float(np.abs(ours() - monai()).max())  # also the warm-up
-    bare()
+    difference = float(np.abs(ours() - monai()).max())
     runs = {"chunkflow": ours, "monai": monai, "bare": bare}
-    times: dict[str, list[float]] = {label: [] for label in runs}
-    for _ in range(repeats):  # interleaved: drifting load hits all alike
-        for label, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            times[label].append(time.perf_counter() - start)
-    ours_s, monai_s, bare_s = (statistics.median(times[label]) for label in runs)
+    ours_s, monai_s, bare_s = interleaved_medians(runs, repeats, device).values()
     return {
         "model": name,
         "shape": shape,
