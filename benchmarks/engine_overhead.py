@@ -14,13 +14,17 @@ by (input chunk + channels x block) as float32. Host: peak RSS (VmHWM), once wit
 defaults (freed memory goes back to the system: RSS follows what is live) and once with glibc
 keeping freed memory, as block jobs have it; GPU: torch's peak allocated bytes. Peak RSS depends
 on how the heap happens to be laid out, which differs from process to process, so each peak is
-the median of ``--repeats`` processes, and the spread (max - min) is printed too.
+the median of ``--repeats`` processes, and the spread (max - min) is printed too. Beside it, the
+host's counterpart of the GPU number, which the heap's layout does not move: the peak of the bytes
+malloc holds for live allocations (glibc's ``mallinfo2``: heap in use + mmapped blocks), read
+before and after every torch operation.
 
     .venv/bin/python benchmarks/engine_overhead.py [--device cpu|cuda] [--repeats 3] [--no-memory]
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import re
 import statistics
@@ -29,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -121,28 +126,72 @@ def timing(name: str, device: torch.device, repeats: int) -> dict:
     }
 
 
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (malloc.h, glibc >= 2.33)."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks")
+        + ("uordblks", "fordblks", "keepcost")
+    ]
+
+
+class HeapPeak(TorchDispatchMode):
+    """The peak, above its start, of the bytes glibc's malloc holds for live allocations (heap
+    chunks in use + mmapped blocks, all arenas), read before and after every torch operation.
+    Unlike RSS, it does not depend on how the heap is laid out; what an operation allocates and
+    frees within itself is not seen. ``peak_mb`` is None where the C library is not glibc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        try:
+            self._mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+            self._mallinfo2.restype = _MallInfo2
+        except (OSError, AttributeError):
+            self._mallinfo2 = None
+        self._start = self._peak = self._in_use()
+
+    def _in_use(self) -> int:
+        if self._mallinfo2 is None:
+            return 0
+        info = self._mallinfo2()
+        return info.uordblks + info.hblkhd
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self._peak = max(self._peak, self._in_use())
+        out = func(*args, **(kwargs or {}))
+        self._peak = max(self._peak, self._in_use())
+        return out
+
+    @property
+    def peak_mb(self) -> float | None:
+        return None if self._mallinfo2 is None else (self._peak - self._start) / 2**20
+
+
 def peak_memory(name: str, device_name: str, threads: int, engine: bool, keep: bool) -> dict:
-    """In a fresh process, the peak host RSS and GPU memory (MB) of inferring the memory block
-    (``engine``), or of only the bare forward passes of as many batches (the baseline); ``keep``:
-    with glibc keeping freed memory, as block jobs have it."""
+    """In a fresh process, the peak host RSS, heap in use and GPU memory (MB) of inferring the
+    memory block (``engine``), or of only the bare forward passes of as many batches (the
+    baseline); ``keep``: with glibc keeping freed memory, as block jobs have it."""
     torch.set_num_threads(threads)
     if keep:
         keep_freed_memory()
     device = torch.device(device_name)
     case = Case(name, device, for_memory=True)
-    if engine:
-        case.engine(case.chunk())
-    else:
-        batch = torch.zeros((case.batch, 1, *case.geometry.input_size), device=device)
-        with torch.inference_mode():
-            for _ in range(0, len(case.patches), case.batch):
-                case.model(batch)
-        sync(device)
+    with HeapPeak() as heap:
+        if engine:
+            case.engine(case.chunk())
+        else:
+            batch = torch.zeros((case.batch, 1, *case.geometry.input_size), device=device)
+            with torch.inference_mode():
+                for _ in range(0, len(case.patches), case.batch):
+                    case.model(batch)
+            sync(device)
     gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     return {
         "block": case.block.shape,
         "data_mb": case.data_mb(),
         "rss_mb": _peak_rss_mb(),
+        "heap_mb": heap.peak_mb,
         "gpu_mb": gpu,
     }
 
@@ -173,14 +222,17 @@ def memory(name: str, device: torch.device, repeats: int, keep: bool) -> dict:
         rss = [r["rss_mb"] for r in runs[engine]]
         return max(rss) - min(rss)
 
-    gpu = None
-    if runs[True][0]["gpu_mb"] is not None:
-        gpu = median(True, "gpu_mb") - median(False, "gpu_mb")
+    def difference(key: str) -> float | None:
+        if runs[True][0][key] is None:
+            return None
+        return median(True, key) - median(False, key)
+
     return {
         **runs[True][0],
-        "rss_mb": median(True, "rss_mb") - median(False, "rss_mb"),
+        "rss_mb": difference("rss_mb"),
         "spreads": (spread(False), spread(True)),
-        "gpu_mb": gpu,
+        "heap_mb": difference("heap_mb"),
+        "gpu_mb": difference("gpu_mb"),
     }
 
 
@@ -197,14 +249,15 @@ def main() -> None:
         for keep in () if args.no_memory else (False, True):
             m = memory(name, device, args.repeats, keep)
             allocator = "glibc keeping freed memory" if keep else "glibc defaults"
-            gpu = ""
-            if m["gpu_mb"] is not None:
-                gpu = f"; GPU+ {m['gpu_mb']:.1f} MB, GPU+/data {m['gpu_mb'] / m['data_mb']:.2f}"
+            extra = ""
+            for label, key in (("heap+", "heap_mb"), ("GPU+", "gpu_mb")):
+                if m[key] is not None:
+                    extra += f"; {label} {m[key]:.1f} MB, {label}/data {m[key] / m['data_mb']:.2f}"
             print(
                 f"  memory, {allocator}: block {'x'.join(map(str, m['block']))}, data "
                 f"{m['data_mb']:.1f} MB, RSS+ {m['rss_mb']:.1f} MB, RSS+/data "
                 f"{m['rss_mb'] / m['data_mb']:.2f} (RSS spread baseline {m['spreads'][0]:.0f} MB, "
-                f"engine {m['spreads'][1]:.0f} MB){gpu}"
+                f"engine {m['spreads'][1]:.0f} MB){extra}"
             )
 
 
