@@ -149,6 +149,9 @@ class HeapPeak(TorchDispatchMode):
             self._mallinfo2.restype = _MallInfo2
         except (OSError, AttributeError):
             self._mallinfo2 = None
+        self._peak = 0
+        with self:  # the first dispatch imports torch's Python dispatch machinery (~20 MB)
+            torch.zeros(1)
         self._start = self._peak = self._in_use()
 
     def _in_use(self) -> int:
