@@ -131,8 +131,18 @@ class _MallInfo2(ctypes.Structure):
 
     _fields_ = [
         (name, ctypes.c_size_t)
-        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks")
-        + ("uordblks", "fordblks", "keepcost")
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
     ]
 
 
@@ -140,7 +150,8 @@ class HeapPeak(TorchDispatchMode):
     """The peak, above its start, of the bytes glibc's malloc holds for live allocations (heap
     chunks in use + mmapped blocks, all arenas), read before and after every torch operation.
     Unlike RSS, it does not depend on how the heap is laid out; what an operation allocates and
-    frees within itself is not seen. ``peak_mb`` is None where the C library is not glibc."""
+    frees within itself is not seen. ``peak_mb`` is None where malloc is not glibc's (no
+    ``mallinfo2``, or it reports nothing in use: another allocator preloaded)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -153,6 +164,8 @@ class HeapPeak(TorchDispatchMode):
         with self:  # the first dispatch imports torch's Python dispatch machinery (~20 MB)
             torch.zeros(1)
         self._start = self._peak = self._in_use()
+        if self._start == 0:
+            self._mallinfo2 = None
 
     def _in_use(self) -> int:
         if self._mallinfo2 is None:
@@ -221,9 +234,9 @@ def memory(name: str, device: torch.device, repeats: int, keep: bool) -> dict:
     def median(engine: bool, key: str) -> float:
         return statistics.median(r[key] for r in runs[engine])
 
-    def spread(engine: bool) -> float:
-        rss = [r["rss_mb"] for r in runs[engine]]
-        return max(rss) - min(rss)
+    def spread(engine: bool, key: str) -> float:
+        values = [r[key] for r in runs[engine]]
+        return max(values) - min(values)
 
     def difference(key: str) -> float | None:
         if runs[True][0][key] is None:
@@ -233,8 +246,11 @@ def memory(name: str, device: torch.device, repeats: int, keep: bool) -> dict:
     return {
         **runs[True][0],
         "rss_mb": difference("rss_mb"),
-        "spreads": (spread(False), spread(True)),
+        "spreads": (spread(False, "rss_mb"), spread(True, "rss_mb")),
         "heap_mb": difference("heap_mb"),
+        "heap_spreads": None
+        if runs[True][0]["heap_mb"] is None
+        else (spread(False, "heap_mb"), spread(True, "heap_mb")),
         "gpu_mb": difference("gpu_mb"),
     }
 
@@ -253,9 +269,14 @@ def main() -> None:
             m = memory(name, device, args.repeats, keep)
             allocator = "glibc keeping freed memory" if keep else "glibc defaults"
             extra = ""
-            for label, key in (("heap+", "heap_mb"), ("GPU+", "gpu_mb")):
-                if m[key] is not None:
-                    extra += f"; {label} {m[key]:.1f} MB, {label}/data {m[key] / m['data_mb']:.2f}"
+            if m["heap_mb"] is not None:
+                extra += (
+                    f"; host heap+ {m['heap_mb']:.1f} MB, heap+/data "
+                    f"{m['heap_mb'] / m['data_mb']:.2f} (spread baseline "
+                    f"{m['heap_spreads'][0]:.1f} MB, engine {m['heap_spreads'][1]:.1f} MB)"
+                )
+            if m["gpu_mb"] is not None:
+                extra += f"; GPU+ {m['gpu_mb']:.1f} MB, GPU+/data {m['gpu_mb'] / m['data_mb']:.2f}"
             print(
                 f"  memory, {allocator}: block {'x'.join(map(str, m['block']))}, data "
                 f"{m['data_mb']:.1f} MB, RSS+ {m['rss_mb']:.1f} MB, RSS+/data "
