@@ -238,19 +238,21 @@ def memory(name: str, device: torch.device, repeats: int, keep: bool) -> dict:
         values = [r[key] for r in runs[engine]]
         return max(values) - min(values)
 
+    def measured(key: str) -> bool:  # GPU and heap numbers exist only on some machines
+        return runs[True][0][key] is not None
+
     def difference(key: str) -> float | None:
-        if runs[True][0][key] is None:
-            return None
-        return median(True, key) - median(False, key)
+        return median(True, key) - median(False, key) if measured(key) else None
+
+    def spreads(key: str) -> tuple[float, float] | None:
+        return (spread(False, key), spread(True, key)) if measured(key) else None
 
     return {
         **runs[True][0],
         "rss_mb": difference("rss_mb"),
-        "spreads": (spread(False, "rss_mb"), spread(True, "rss_mb")),
+        "spreads": spreads("rss_mb"),
         "heap_mb": difference("heap_mb"),
-        "heap_spreads": None
-        if runs[True][0]["heap_mb"] is None
-        else (spread(False, "heap_mb"), spread(True, "heap_mb")),
+        "heap_spreads": spreads("heap_mb"),
         "gpu_mb": difference("gpu_mb"),
     }
 
