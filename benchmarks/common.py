@@ -71,11 +71,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved_medians(
+def interleaved_rounds(
     runs: dict[str, Callable[[], object]], repeats: int, device: torch.device
-) -> dict[str, float]:
+) -> dict[str, list[float]]:
     """Each run once to warm up (allocator, kernels), then ``repeats`` rounds of all of them in
-    turn, so drifting machine load hits all alike: the median seconds of each."""
+    turn, so drifting machine load hits all alike: the seconds of each run, round by round."""
     for fn in runs.values():
         fn()
     times: dict[str, list[float]] = {label: [] for label in runs}
@@ -85,4 +85,14 @@ def interleaved_medians(
             fn()
             sync(device)
             times[label].append(time.perf_counter() - start)
-    return {label: statistics.median(t) for label, t in times.items()}
+    return times
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> str:
+    """The ratios of two runs within each round (the load they shared cancels): median and
+    quartiles, as text."""
+    ratios = [n / d for n, d in zip(numerator, denominator, strict=True)]
+    if len(ratios) < 2:
+        return f"{ratios[0]:.3f}"
+    low, median, high = statistics.quantiles(ratios, n=4)
+    return f"{median:.3f} (quartiles {low:.3f}-{high:.3f})"

@@ -5,7 +5,8 @@ batched forward passes, blending into the block) divided by the time of the bare
 batched forward passes of exactly the same patches (same batch size, device, precision),
 interleaved, medians compared. Beside them, the floor: the bare forward passes plus copying each
 patch's output into a block-sized array, the least any engine that assembles a block out of
-patch outputs pays (no input cut out, no weights, no sums).
+patch outputs pays (no input cut out, no weights, no sums). Below them, the same ratios taken
+within each round (median and quartiles), which cancel the load the runs of one round shared.
 
 Memory: for each model, the peak memory of a fresh process that infers one (larger) block from a
 chunk it holds, minus that of a fresh process that only runs the bare forward passes of as many
@@ -37,7 +38,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import interleaved_medians, machine, parse_args, patch_batches, sync  # noqa: E402
+from common import (  # noqa: E402
+    interleaved_rounds,
+    machine,
+    paired_ratio,
+    parse_args,
+    patch_batches,
+    sync,
+)
 from unet import UNet3D, parameter_count  # noqa: E402
 
 from chunkflow.demo import boundary_net  # noqa: E402
@@ -119,10 +127,13 @@ def timing(name: str, device: torch.device, repeats: int) -> dict:
                         block[dst].copy_(output[src])
 
     runs = {"engine": lambda: case.engine(chunk), "bare": bare, "floor": lambda: bare(copy=True)}
+    times = interleaved_rounds(runs, repeats, device)
     return {
         "params": parameter_count(case.model),
         "patches": len(case.patches),
-        **{f"{label}_s": s for label, s in interleaved_medians(runs, repeats, device).items()},
+        **{f"{label}_s": statistics.median(t) for label, t in times.items()},
+        "paired_overhead": paired_ratio(times["engine"], times["bare"]),
+        "paired_floor": paired_ratio(times["floor"], times["bare"]),
     }
 
 
@@ -267,6 +278,7 @@ def main() -> None:
             f" bare forward passes {t['bare_s']:.3f} s: overhead {t['engine_s'] / t['bare_s']:.3f};"
             f" floor {t['floor_s']:.3f} s: {t['floor_s'] / t['bare_s']:.3f}"
         )
+        print(f"  within each round: overhead {t['paired_overhead']}, floor {t['paired_floor']}")
         for keep in () if args.no_memory else (False, True):
             m = memory(name, device, args.repeats, keep)
             allocator = "glibc keeping freed memory" if keep else "glibc defaults"

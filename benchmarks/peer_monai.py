@@ -6,7 +6,7 @@ must agree to float rounding. MONAI needs an output patch the size of its input 
 demo net (valid convolutions) runs behind a wrapper that pads its input by the context (replicating the edge) that makes it "same".
 Prints the median times, their ratio (chunkflow ÷ MONAI), each one's time over that of the bare
 batched forward passes of the same patches (measured interleaved with them), and the max
-|difference|.
+|difference|; then the ratio within each round (median and quartiles).
 
     .venv/bin/pip install monai   # benchmark-only dependency
     .venv/bin/python benchmarks/peer_monai.py [--repeats 3] [--device cpu|cuda]
@@ -14,6 +14,7 @@ batched forward passes of the same patches (measured interleaved with them), and
 
 from __future__ import annotations
 
+import statistics
 import sys
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import interleaved_medians, machine, parse_args, patch_batches  # noqa: E402
+from common import interleaved_rounds, machine, paired_ratio, parse_args, patch_batches  # noqa: E402
 from unet import UNet3D  # noqa: E402
 
 from chunkflow.demo import boundary_net, synthetic_em  # noqa: E402
@@ -103,7 +104,8 @@ def measure(name: str, device: torch.device, repeats: int) -> dict:
 
     difference = float(np.abs(ours() - monai()).max())
     runs = {"chunkflow": ours, "monai": monai, "bare": bare}
-    ours_s, monai_s, bare_s = interleaved_medians(runs, repeats, device).values()
+    times = interleaved_rounds(runs, repeats, device)
+    ours_s, monai_s, bare_s = (statistics.median(t) for t in times.values())
     return {
         "model": name,
         "shape": shape,
@@ -112,6 +114,7 @@ def measure(name: str, device: torch.device, repeats: int) -> dict:
         "monai": monai_s,
         "bare": bare_s,
         "ratio": ours_s / monai_s,
+        "paired_ratio": paired_ratio(times["chunkflow"], times["monai"]),
         "difference": difference,
     }
 
@@ -133,6 +136,7 @@ def main() -> None:
             f"{r['ratio']:>6.3f} {r['bare']:>7.3f} {r['ours'] / r['bare']:>14.3f} "
             f"{r['monai'] / r['bare']:>10.3f} {r['difference']:>10.2e}"
         )
+        print(f"  within each round: chunkflow / monai {r['paired_ratio']}")
 
 
 if __name__ == "__main__":
