@@ -17,10 +17,11 @@ from chunkflow.placement import PatchGeometry
 
 
 def parse_args(
-    doc: str, flags: dict[str, str] | None = None
+    doc: str, flags: dict[str, str] | None = None, choices: dict[str, list[str]] | None = None
 ) -> tuple[argparse.Namespace, torch.device]:
-    """``--device``, ``--repeats``, ``--threads`` (torch CPU threads, applied here) and the
-    script's own on/off ``flags`` (name: help text)."""
+    """``--device``, ``--repeats``, ``--threads`` (torch CPU threads, applied here), the script's
+    own on/off ``flags`` (name: help text) and ``choices`` (name: the values; any of them may be
+    given, all by default)."""
     parser = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -29,6 +30,10 @@ def parse_args(
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     for name, help_text in (flags or {}).items():
         parser.add_argument(name, action="store_true", help=help_text)
+    for name, values in (choices or {}).items():
+        parser.add_argument(
+            name, nargs="+", choices=values, default=values, help=f"any of {values} (default: all)"
+        )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

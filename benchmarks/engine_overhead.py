@@ -1,12 +1,17 @@
 """Engine overhead and memory, measured side by side in one run.
 
-Time: for each model, the time chunkflow's engine takes to infer one block (patch extraction,
-batched forward passes, blending into the block) divided by the time of the bare
-batched forward passes of exactly the same patches (same batch size, device, precision),
-interleaved, medians compared. Beside them, the floor: the bare forward passes plus copying each
+Time: for each model and block position, the time chunkflow's engine takes to infer one block
+(patch extraction, batched forward passes, blending into the block) divided by the time of the
+bare batched forward passes of exactly the same patches (same batch size, device, precision),
+interleaved, medians compared. Positions (``--positions``): the ROI is the block alone (every
+patch output lies inside it: the most blending per forward pass), the first block of a 2 x 2 x 2
+grid (as in the demo run), a block inside a 4 x 4 x 4 grid (most blocks of a large run). Beside them, the floor: the bare forward passes plus copying each
 patch's output into a block-sized array, the least any engine that assembles a block out of
 patch outputs pays (no input cut out, no weights, no sums). Below them, the same ratios taken
 within each round (median and quartiles), which cancel the load the runs of one round shared.
+Then the bytes the engine moves outside the forward passes (cutting inputs, zeroing, blending)
+timed at the machine's streaming rate (measured first): what that traffic costs if none of it
+hits a cache, which is how it goes when forward passes stream larger activations in between.
 
 Memory: for each model, the peak memory of a fresh process that infers one (larger) block from a
 chunk it holds, minus that of a fresh process that only runs the bare forward passes of as many
@@ -21,6 +26,7 @@ malloc holds for live allocations (glibc's ``mallinfo2``: heap in use + mmapped 
 before and after every torch operation.
 
     .venv/bin/python benchmarks/engine_overhead.py [--device cpu|cuda] [--repeats 3] [--no-memory]
+        [--models "demo net" "3D U-Net"] [--positions single first interior]
 """
 
 from __future__ import annotations
@@ -79,16 +85,33 @@ CASES = {
 }
 
 
-class Case:
-    """One model at one block: its predictor, patches and a random input chunk."""
+# where the timed block lies: (the ROI's size in blocks, the block's index)
+POSITIONS = {
+    # the ROI is this one block: every patch output lies inside it, and the last patch along an
+    # axis is shifted back onto its neighbour (the most blending per forward pass)
+    "single": ((1, 1, 1), (0, 0, 0)),
+    # the first block of a 2 x 2 x 2 grid, like each block of the demo run
+    "first": ((2, 2, 2), (0, 0, 0)),
+    # a block inside a 4 x 4 x 4 grid: what nearly every block of a large run is
+    "interior": ((4, 4, 4), (1, 1, 1)),
+}
 
-    def __init__(self, name: str, device: torch.device, for_memory: bool = False) -> None:
+
+class Case:
+    """One model at one block: its predictor, patches and a random input chunk. The block whose
+    memory is measured is a single-block ROI."""
+
+    def __init__(
+        self, name: str, device: torch.device, position: str = "single", for_memory: bool = False
+    ) -> None:
         factory, pi, po, overlap, batch, self.channels, timed, measured = CASES[name]
-        block_shape = measured if for_memory else timed
+        shape = measured if for_memory else timed
+        grid, index = POSITIONS[position]
         self.model = factory().eval().to(device)
         self.geometry = PatchGeometry(pi, po, overlap)
-        self.block = Box.from_shape((0, 0, 0), block_shape)
-        self.patches = exact_patches(self.block, self.block, self.geometry)
+        roi = Box.from_shape((0, 0, 0), [n * b for n, b in zip(grid, shape, strict=True)])
+        self.block = Box.from_shape([i * b for i, b in zip(index, shape, strict=True)], shape)
+        self.patches = exact_patches(roi, self.block, self.geometry)
         self.chunk_box = self.geometry.input_box(Box(self.patches[0].start, self.patches[-1].stop))
         self.predictor = Predictor(
             self.model, self.geometry, "bump", batch, device, output_channels=self.channels
@@ -105,11 +128,29 @@ class Case:
     def data_mb(self) -> float:
         return (self.chunk_box.size + self.channels * self.block.size) * 4 / 2**20
 
+    def traffic_mb(self) -> float:
+        """The bytes the engine moves outside the forward passes when nothing stays in a cache:
+        cutting the inputs out (read + write), zeroing the accumulator, and blending each patch
+        (read its output, read and write the accumulator)."""
+        inputs = sum(self.geometry.input_box(p).size for p in self.patches)
+        blended = sum(p.intersect(self.block).size for p in self.patches)
+        return 4 * (2 * inputs + self.channels * (self.block.size + 3 * blended)) / 2**20
 
-def timing(name: str, device: torch.device, repeats: int) -> dict:
-    case = Case(name, device)
+
+def streaming_rate(device: torch.device, repeats: int) -> float:
+    """The machine's pace (MB/s) at memory traffic that misses every cache: a streaming ``add_``
+    (read two arrays, write one) over arrays far larger than any cache."""
+    a, b = (torch.ones(2**25, device=device) for _ in range(2))
+    seconds = interleaved_rounds({"add": lambda: a.add_(b)}, repeats, device)["add"]
+    return 3 * a.numel() * 4 / 2**20 / statistics.median(seconds)
+
+
+def timing(name: str, position: str, device: torch.device, repeats: int) -> dict:
+    case = Case(name, device, position)
     chunk = case.chunk()
-    batches = patch_batches(chunk, case.chunk_box, case.patches, case.geometry, case.batch, device)
+    batch_inputs = patch_batches(
+        chunk, case.chunk_box, case.patches, case.geometry, case.batch, device
+    )
     block = torch.empty((case.channels, *case.block.shape), device=device)
     overlaps = [p.intersect(case.block) for p in case.patches]
     places = [  # (in the patch, in the block) for each patch
@@ -119,7 +160,7 @@ def timing(name: str, device: torch.device, repeats: int) -> dict:
 
     def bare(copy: bool = False) -> None:
         with torch.inference_mode():
-            for first, inputs in zip(range(0, len(places), case.batch), batches, strict=True):
+            for first, inputs in zip(range(0, len(places), case.batch), batch_inputs, strict=True):
                 outputs = case.model(inputs)
                 if copy:
                     where = places[first : first + case.batch]
@@ -131,6 +172,7 @@ def timing(name: str, device: torch.device, repeats: int) -> dict:
     return {
         "params": parameter_count(case.model),
         "patches": len(case.patches),
+        "traffic_mb": case.traffic_mb(),
         **{f"{label}_s": statistics.median(t) for label, t in times.items()},
         "paired_overhead": paired_ratio(times["engine"], times["bare"]),
         "paired_floor": paired_ratio(times["floor"], times["bare"]),
@@ -269,16 +311,32 @@ def memory(name: str, device: torch.device, repeats: int, keep: bool) -> dict:
 
 
 def main() -> None:
-    args, device = parse_args(__doc__, {"--no-memory": "time only, skip the memory runs"})
+    args, device = parse_args(
+        __doc__,
+        {"--no-memory": "time only, skip the memory runs"},
+        {"--models": list(CASES), "--positions": list(POSITIONS)},
+    )
     print(machine(device))
-    for name in CASES:
-        t = timing(name, device, args.repeats)
-        print(
-            f"{name}: {t['params']:,} parameters, {t['patches']} patches; engine {t['engine_s']:.3f} s,"
-            f" bare forward passes {t['bare_s']:.3f} s: overhead {t['engine_s'] / t['bare_s']:.3f};"
-            f" floor {t['floor_s']:.3f} s: {t['floor_s'] / t['bare_s']:.3f}"
-        )
-        print(f"  within each round: overhead {t['paired_overhead']}, floor {t['paired_floor']}")
+    rate = streaming_rate(device, args.repeats)
+    print(f"streaming rate (add_ over 2 x 128 MB): {rate / 1024:.1f} GB/s")
+    for name in args.models:
+        for position in args.positions:
+            t = timing(name, position, device, args.repeats)
+            print(
+                f"{name}, {position} block: {t['params']:,} parameters, {t['patches']} patches;"
+                f" engine {t['engine_s']:.3f} s, bare forward passes {t['bare_s']:.3f} s:"
+                f" overhead {t['engine_s'] / t['bare_s']:.3f}; floor {t['floor_s']:.3f} s:"
+                f" {t['floor_s'] / t['bare_s']:.3f}"
+            )
+            print(
+                f"  within each round: overhead {t['paired_overhead']}, floor {t['paired_floor']}"
+            )
+            traffic_s = t["traffic_mb"] / rate
+            print(
+                f"  the engine's memory traffic outside the forward passes: {t['traffic_mb']:.0f} MB,"
+                f" {1000 * traffic_s:.1f} ms at the streaming rate: {traffic_s / t['bare_s']:.3f}"
+                " of the bare passes"
+            )
         for keep in () if args.no_memory else (False, True):
             m = memory(name, device, args.repeats, keep)
             allocator = "glibc keeping freed memory" if keep else "glibc defaults"
@@ -292,7 +350,7 @@ def main() -> None:
             if m["gpu_mb"] is not None:
                 extra += f"; GPU+ {m['gpu_mb']:.1f} MB, GPU+/data {m['gpu_mb'] / m['data_mb']:.2f}"
             print(
-                f"  memory, {allocator}: block {'x'.join(map(str, m['block']))}, data "
+                f"{name}, memory, {allocator}: block {'x'.join(map(str, m['block']))}, data "
                 f"{m['data_mb']:.1f} MB, RSS+ {m['rss_mb']:.1f} MB, RSS+/data "
                 f"{m['rss_mb'] / m['data_mb']:.2f} (RSS spread baseline {m['spreads'][0]:.0f} MB, "
                 f"engine {m['spreads'][1]:.0f} MB){extra}"
