@@ -334,8 +334,8 @@ def main() -> None:
             traffic_s = t["traffic_mb"] / rate
             print(
                 f"  the engine's memory traffic outside the forward passes: {t['traffic_mb']:.0f} MB,"
-                f" {1000 * traffic_s:.1f} ms at the streaming rate: {traffic_s / t['bare_s']:.3f}"
-                " of the bare passes"
+                f" {1000 * traffic_s:.1f} ms at the streaming rate:"
+                f" {100 * traffic_s / t['bare_s']:.2f} % of the bare passes"
             )
         for keep in () if args.no_memory else (False, True):
             m = memory(name, device, args.repeats, keep)
