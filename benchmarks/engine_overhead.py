@@ -3,11 +3,10 @@
 Time: for each model and block position, the time chunkflow's engine takes to infer one block
 (patch extraction, batched forward passes, blending into the block) divided by the time of the
 bare batched forward passes of exactly the same patches (same batch size, device, precision),
-interleaved, medians compared. Positions (``--positions``): the ROI is the block alone (every
-patch output lies inside it: the most blending per forward pass), the first block of a 2 x 2 x 2
-grid (as in the demo run), a block inside a 4 x 4 x 4 grid (most blocks of a large run). Beside them, the floor: the bare forward passes plus copying each
-patch's output into a block-sized array, the least any engine that assembles a block out of
-patch outputs pays (no input cut out, no weights, no sums). Below them, the same ratios taken
+interleaved, medians compared; the block's positions are listed in ``POSITIONS``. Beside them,
+the floor: the bare forward passes plus copying each patch's output into a block-sized array,
+the least any engine that assembles a block out of patch outputs pays (no input cut out, no
+weights, no sums). Below them, the same ratios taken
 within each round (median and quartiles), which cancel the load the runs of one round shared.
 Then the bytes the engine moves outside the forward passes (cutting inputs, zeroing, blending)
 timed at the machine's streaming rate (measured first): what that traffic costs if none of it
