@@ -6,9 +6,8 @@ bare batched forward passes of exactly the same patches (same batch size, device
 interleaved, medians compared; the block's positions are listed in ``POSITIONS``. Beside them,
 the floor: the bare forward passes plus copying each patch's output into a block-sized array,
 the least any engine that assembles a block out of patch outputs pays (no input cut out, no
-weights, no sums). Below them, the same ratios taken
-within each round (median and quartiles), which cancel the load the runs of one round shared.
-Then the bytes the engine moves outside the forward passes (cutting inputs, zeroing, blending)
+weights, no sums). Below them, the same ratios taken within each round (median and quartiles),
+which cancel the load the runs of one round shared. Then the bytes the engine moves outside the forward passes (cutting inputs, zeroing, blending)
 timed at the machine's streaming rate (measured first): what that traffic costs if none of it
 hits a cache, which is how it goes when forward passes stream larger activations in between.
 
