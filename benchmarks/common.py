@@ -49,6 +49,14 @@ def machine(device: torch.device) -> str:
     )
 
 
+def patch_inputs(
+    source: torch.Tensor, chunk_box: Box, patches: list[Box], geometry: PatchGeometry
+) -> list[torch.Tensor]:
+    """Views of ``source`` (c, z, y, x), which covers ``chunk_box``: the network inputs of
+    ``patches``."""
+    return [source[(slice(None), *geometry.input_box(p).slices(chunk_box.start))] for p in patches]
+
+
 def patch_batches(
     chunk: np.ndarray,
     chunk_box: Box,
@@ -61,12 +69,7 @@ def patch_batches(
     ``device``: what the bare forward passes run, prepared before they are timed."""
     source = torch.from_numpy(chunk if chunk.ndim == 4 else chunk[None])
     return [
-        torch.stack(
-            [
-                source[(slice(None), *geometry.input_box(p).slices(chunk_box.start))]
-                for p in patches[i : i + batch]
-            ]
-        ).to(device)
+        torch.stack(patch_inputs(source, chunk_box, patches[i : i + batch], geometry)).to(device)
         for i in range(0, len(patches), batch)
     ]
 

@@ -4,12 +4,15 @@ Time: for each model and block position, the time chunkflow's engine takes to in
 (patch extraction, batched forward passes, blending into the block) divided by the time of the
 bare batched forward passes of exactly the same patches (same batch size, device, precision),
 interleaved, medians compared; the block's positions are listed in ``POSITIONS``. Beside them,
-the floor: the bare forward passes plus copying each patch's output into a block-sized array,
-the least any engine that assembles a block out of patch outputs pays (no input cut out, no
-weights, no sums). Below them, the same ratios taken within each round (median and quartiles),
-which cancel the load the runs of one round shared. Then the bytes the engine moves outside the forward passes (cutting inputs, zeroing, blending)
-timed at the machine's streaming rate (measured first): what that traffic costs if none of it
-hits a cache, which is how it goes when forward passes stream larger activations in between.
+two floors. The floor: the bare forward passes plus copying each patch's output into a
+block-sized array (no input cut out, no weights, no sums). With the cut: the same, but each
+batch is first cut out of the chunk as the engine cuts it, the least any engine that cuts
+patches out of a chunk and assembles a block out of their outputs pays. Below them, the same
+ratios taken within each round (median and quartiles), which cancel the load the runs of one
+round shared. Then the bytes the engine moves outside the forward passes (cutting inputs,
+zeroing, blending) timed at the machine's streaming rate (measured first): what that traffic
+costs if none of it hits a cache, which is how it goes when forward passes stream larger
+activations in between.
 
 Memory: for each model, the peak memory of a fresh process that infers one (larger) block from a
 chunk it holds, minus that of a fresh process that only runs the bare forward passes of as many
@@ -48,6 +51,7 @@ from common import (  # noqa: E402
     paired_ratio,
     parse_args,
     patch_batches,
+    patch_inputs,
     sync,
 )
 from unet import UNet3D, parameter_count  # noqa: E402
@@ -156,16 +160,28 @@ def timing(name: str, position: str, device: torch.device, repeats: int) -> dict
         for p, o in zip(case.patches, overlaps, strict=True)
     ]
 
-    def bare(copy: bool = False) -> None:
+    source = torch.from_numpy(chunk).to(device)
+    buffer = torch.empty_like(batch_inputs[0])
+
+    def bare(copy: bool = False, cut: bool = False) -> None:
         with torch.inference_mode():
             for first, inputs in zip(range(0, len(places), case.batch), batch_inputs, strict=True):
+                if cut:  # as the engine cuts: the batch's views stacked into a reused buffer
+                    group = case.patches[first : first + case.batch]
+                    views = patch_inputs(source, case.chunk_box, group, case.geometry)
+                    inputs = torch.stack(views, out=buffer[: len(group)])
                 outputs = case.model(inputs)
                 if copy:
                     where = places[first : first + case.batch]
                     for (src, dst), output in zip(where, outputs, strict=True):
                         block[dst].copy_(output[src])
 
-    runs = {"engine": lambda: case.engine(chunk), "bare": bare, "floor": lambda: bare(copy=True)}
+    runs = {
+        "engine": lambda: case.engine(chunk),
+        "bare": bare,
+        "floor": lambda: bare(copy=True),
+        "cut_floor": lambda: bare(copy=True, cut=True),
+    }
     times = interleaved_rounds(runs, repeats, device)
     return {
         "params": parameter_count(case.model),
@@ -174,6 +190,7 @@ def timing(name: str, position: str, device: torch.device, repeats: int) -> dict
         **{f"{label}_s": statistics.median(t) for label, t in times.items()},
         "paired_overhead": paired_ratio(times["engine"], times["bare"]),
         "paired_floor": paired_ratio(times["floor"], times["bare"]),
+        "paired_cut_floor": paired_ratio(times["cut_floor"], times["bare"]),
     }
 
 
@@ -324,10 +341,12 @@ def main() -> None:
                 f"{name}, {position} block: {t['params']:,} parameters, {t['patches']} patches;"
                 f" engine {t['engine_s']:.3f} s, bare forward passes {t['bare_s']:.3f} s:"
                 f" overhead {t['engine_s'] / t['bare_s']:.3f}; floor {t['floor_s']:.3f} s:"
-                f" {t['floor_s'] / t['bare_s']:.3f}"
+                f" {t['floor_s'] / t['bare_s']:.3f}; with the cut {t['cut_floor_s']:.3f} s:"
+                f" {t['cut_floor_s'] / t['bare_s']:.3f}"
             )
             print(
-                f"  within each round: overhead {t['paired_overhead']}, floor {t['paired_floor']}"
+                f"  within each round: overhead {t['paired_overhead']}, floor {t['paired_floor']},"
+                f" with the cut {t['paired_cut_floor']}"
             )
             traffic_s = t["traffic_mb"] / rate
             print(
