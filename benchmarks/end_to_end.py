@@ -1,13 +1,15 @@
 """End to end: the demo through the real Snakemake workflow, against its bare forward passes.
 
-Runs the demo config (8 blocks) with Snakemake from scratch, for each ``blocks_per_job`` asked
-for, and times the run (wall clock, Snakemake's start-up and DAG included). Then, in this
+Runs the demo config (8 blocks; ``--shape`` makes the synthetic volume larger, for more blocks of
+the same size) with Snakemake from scratch, for each ``blocks_per_job`` asked for, and times the
+run (wall clock, Snakemake's start-up and DAG included). Then, in this
 process, times the bare batched forward passes of every block's patches (same model, batch size,
 device, threads). Prints, per run, the sum of the forward times ÷ the wall time: the share of the
 run the network itself is computing (1.0 would be a run that only does forward passes, one job at
 a time). With ``--cores`` jobs at once the ratio can exceed 1.
 
     .venv/bin/python benchmarks/end_to_end.py [--blocks-per-job 1 8] [--cores 1]
+        [--shape 64 512 512]
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import yaml
 from common import patch_batches, sync
 
 from chunkflow import config as config_mod
-from chunkflow.demo import write_demo
+from chunkflow.demo import DEMO_SHAPE, write_demo
 from chunkflow.inference import keep_freed_memory, resolve_device, scale_input
 from chunkflow.models import load_model
 from chunkflow.plan import make_plan
@@ -98,6 +100,9 @@ def main() -> None:
     parser.add_argument("--blocks-per-job", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--cores", type=int, default=1, help="snakemake --cores")
     parser.add_argument("--threads", type=int, default=1, help="inference.threads per job")
+    parser.add_argument(
+        "--shape", type=int, nargs=3, default=list(DEMO_SHAPE), help="the volume's z y x"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as the block jobs do
@@ -105,9 +110,10 @@ def main() -> None:
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, snakemake --cores {args.cores}, {args.threads} thread(s) per job"
     )
+    print(f"volume: {'x'.join(map(str, args.shape))}")
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
-        write_demo(run_dir / "resources" / "demo")
+        write_demo(run_dir / "resources" / "demo", tuple(args.shape))
         print(
             f"{'blocks/job':>10} {'jobs':>5} {'wall s':>8} {'forward s':>10} {'forward/wall':>12}"
         )
