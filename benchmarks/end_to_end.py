@@ -3,9 +3,9 @@
 Runs the demo config (8 blocks; ``--shape`` makes the synthetic volume larger, for more blocks of
 the same size) with Snakemake from scratch, for each ``blocks_per_job`` asked for, and times the
 run (wall clock, Snakemake's start-up and DAG included). Then, in this process, times the bare
-batched forward passes of every block's patches (same model, batch size, device, threads). Prints, per run, the sum of the forward times ÷ the wall time: the share of the
-run the network itself is computing (1.0 would be a run that only does forward passes, one job at
-a time). With ``--cores`` jobs at once the ratio can exceed 1.
+batched forward passes of every block's patches (same model, batch size, device, threads).
+Prints, per run, the sum of the forward times ÷ the wall time: the share of the run the network
+itself is computing (1.0 would be a run that only does forward passes, one job at a time). With ``--cores`` jobs at once the ratio can exceed 1.
 
     .venv/bin/python benchmarks/end_to_end.py [--blocks-per-job 1 8] [--cores 1]
         [--shape 64 512 512]

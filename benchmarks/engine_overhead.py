@@ -6,8 +6,9 @@ bare batched forward passes of exactly the same patches (same batch size, device
 interleaved, medians compared; the block's positions are listed in ``POSITIONS``. Beside them,
 two floors. The floor: the bare forward passes plus copying each patch's output into a
 block-sized array (no input cut out, no weights, no sums). With the cut: the same, but each
-batch is first cut out of the chunk as the engine cuts it, the least any engine that cuts
-patches out of a chunk and assembles a block out of their outputs pays. Below them, the same
+batch is first cut out of the chunk as the engine cuts it (and on CUDA the chunk goes to the
+device and the block comes back, as in the engine): what an engine that cuts patches out of a
+chunk and assembles a block out of their outputs pays, less the weights and the sums. Below them, the same
 ratios taken within each round (median and quartiles), which cancel the load the runs of one
 round shared. Then the bytes the engine moves outside the forward passes (cutting inputs,
 zeroing, blending) timed at the machine's streaming rate (measured first): what that traffic
@@ -160,13 +161,17 @@ def timing(name: str, position: str, device: torch.device, repeats: int) -> dict
         for p, o in zip(case.patches, overlaps, strict=True)
     ]
 
-    source = torch.from_numpy(chunk).to(device)
     buffer = torch.empty_like(batch_inputs[0])
 
     def bare(copy: bool = False, cut: bool = False) -> None:
+        """``cut``: as the engine does, the chunk goes to the device (pinned, on CUDA), each
+        batch's views are stacked into a reused buffer, and the block comes back to the host."""
+        source = torch.from_numpy(chunk)
+        if cut and device.type == "cuda":
+            source = source.pin_memory().to(device, non_blocking=True)
         with torch.inference_mode():
             for first, inputs in zip(range(0, len(places), case.batch), batch_inputs, strict=True):
-                if cut:  # as the engine cuts: the batch's views stacked into a reused buffer
+                if cut:
                     group = case.patches[first : first + case.batch]
                     views = patch_inputs(source, case.chunk_box, group, case.geometry)
                     inputs = torch.stack(views, out=buffer[: len(group)])
@@ -175,6 +180,8 @@ def timing(name: str, position: str, device: torch.device, repeats: int) -> dict
                     where = places[first : first + case.batch]
                     for (src, dst), output in zip(where, outputs, strict=True):
                         block[dst].copy_(output[src])
+        if cut:
+            block.cpu()
 
     runs = {
         "engine": lambda: case.engine(chunk),
