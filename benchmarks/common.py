@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from chunkflow.geometry import Box
-from chunkflow.inference import keep_freed_memory
+from chunkflow.inference import keep_freed_memory, patch_inputs
 from chunkflow.placement import PatchGeometry
 
 
@@ -47,14 +47,6 @@ def machine(device: torch.device) -> str:
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
         f"threads, GPU {gpu}, torch {torch.__version__}"
     )
-
-
-def patch_inputs(
-    source: torch.Tensor, chunk_box: Box, patches: list[Box], geometry: PatchGeometry
-) -> list[torch.Tensor]:
-    """Views of ``source`` (c, z, y, x), which covers ``chunk_box``: the network inputs of
-    ``patches``."""
-    return [source[(slice(None), *geometry.input_box(p).slices(chunk_box.start))] for p in patches]
 
 
 def patch_batches(

@@ -5,7 +5,8 @@ the same size) with Snakemake from scratch, for each ``blocks_per_job`` asked fo
 run (wall clock, Snakemake's start-up and DAG included). Then, in this process, times the bare
 batched forward passes of every block's patches (same model, batch size, device, threads).
 Prints, per run, the sum of the forward times ÷ the wall time: the share of the run the network
-itself is computing (1.0 would be a run that only does forward passes, one job at a time). With ``--cores`` jobs at once the ratio can exceed 1.
+itself is computing (1.0 would be a run that only does forward passes, one job at a time). With
+``--cores`` jobs at once the ratio can exceed 1.
 
     .venv/bin/python benchmarks/end_to_end.py [--blocks-per-job 1 8] [--cores 1]
         [--shape 64 512 512]

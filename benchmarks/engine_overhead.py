@@ -8,11 +8,11 @@ two floors. The floor: the bare forward passes plus copying each patch's output 
 block-sized array (no input cut out, no weights, no sums). With the cut: the same, but each
 batch is first cut out of the chunk as the engine cuts it (and on CUDA the chunk goes to the
 device and the block comes back, as in the engine): what an engine that cuts patches out of a
-chunk and assembles a block out of their outputs pays, less the weights and the sums. Below them, the same
-ratios taken within each round (median and quartiles), which cancel the load the runs of one
-round shared. Then the bytes the engine moves outside the forward passes (cutting inputs,
-zeroing, blending) timed at the machine's streaming rate (measured first): what that traffic
-costs if none of it hits a cache, which is how it goes when forward passes stream larger
+chunk and assembles a block out of their outputs pays, less the weights and the sums. Below
+them, the same ratios taken within each round (median and quartiles), which cancel the load the
+runs of one round shared. Then the bytes the engine moves outside the forward passes (cutting
+inputs, zeroing, blending) timed at the machine's streaming rate (measured first): what that
+traffic costs if none of it hits a cache, which is how it goes when forward passes stream larger
 activations in between.
 
 Memory: for each model, the peak memory of a fresh process that infers one (larger) block from a
@@ -52,14 +52,18 @@ from common import (  # noqa: E402
     paired_ratio,
     parse_args,
     patch_batches,
-    patch_inputs,
     sync,
 )
 from unet import UNet3D, parameter_count  # noqa: E402
 
 from chunkflow.demo import boundary_net  # noqa: E402
 from chunkflow.geometry import Box  # noqa: E402
-from chunkflow.inference import Predictor, keep_freed_memory  # noqa: E402
+from chunkflow.inference import (  # noqa: E402
+    Predictor,
+    chunk_on_device,
+    keep_freed_memory,
+    patch_inputs,
+)
 from chunkflow.placement import PatchGeometry, exact_patches  # noqa: E402
 
 # name: (model factory, input patch, output patch, overlap, batch size, output channels,
@@ -164,11 +168,9 @@ def timing(name: str, position: str, device: torch.device, repeats: int) -> dict
     buffer = torch.empty_like(batch_inputs[0])
 
     def bare(copy: bool = False, cut: bool = False) -> None:
-        """``cut``: as the engine does, the chunk goes to the device (pinned, on CUDA), each
-        batch's views are stacked into a reused buffer, and the block comes back to the host."""
-        source = torch.from_numpy(chunk)
-        if cut and device.type == "cuda":
-            source = source.pin_memory().to(device, non_blocking=True)
+        """``cut``: as the engine does, the chunk goes to the device, each batch's views are
+        stacked into a reused buffer, and the block comes back to the host."""
+        source = chunk_on_device(chunk, device) if cut else None
         with torch.inference_mode():
             for first, inputs in zip(range(0, len(places), case.batch), batch_inputs, strict=True):
                 if cut:

@@ -79,6 +79,23 @@ def to_output_dtype(data: np.ndarray, dtype: str) -> np.ndarray:
     return data.astype(dtype, copy=False)
 
 
+def chunk_on_device(chunk: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``chunk`` ((c,) z, y, x) as a (c, z, y, x) tensor on ``device``, where patches are cut out
+    of it: on CUDA it is copied once, from pinned memory, not batch by batch."""
+    source = torch.from_numpy(chunk if chunk.ndim == 4 else chunk[None])
+    if device.type == "cuda":
+        source = source.pin_memory().to(device, non_blocking=True)
+    return source
+
+
+def patch_inputs(
+    source: torch.Tensor, chunk_box: Box, patches: list[Box], geometry: PatchGeometry
+) -> list[torch.Tensor]:
+    """Views of ``source`` (c, z, y, x), which covers ``chunk_box``: the network inputs of
+    ``patches``."""
+    return [source[(slice(None), *geometry.input_box(p).slices(chunk_box.start))] for p in patches]
+
+
 @dataclass
 class Predictor:
     """A loaded network plus everything that decides how its patch outputs are combined."""
@@ -157,19 +174,13 @@ class Predictor:
         if not patches:
             raise ValueError("predict() needs at least one patch")
         weights = self._normalised_weights(patches, target)
-        # the chunk goes to the device once; patches are cut out of it there (no per-batch copy)
-        source = torch.from_numpy(chunk if chunk.ndim == 4 else chunk[None])
-        if self.device.type == "cuda":
-            source = source.pin_memory().to(self.device, non_blocking=True)
+        source = chunk_on_device(chunk, self.device)
         total = None
         buffer = None  # the batch input, reused: the heap holds only what the model allocates
         with torch.inference_mode():
             for first in range(0, len(patches), self.batch_size):
                 group = patches[first : first + self.batch_size]
-                views = [
-                    source[(slice(None), *self.geometry.input_box(p).slices(chunk_box.start))]
-                    for p in group
-                ]
+                views = patch_inputs(source, chunk_box, group, self.geometry)
                 if buffer is None:
                     buffer = source.new_empty((len(group), *views[0].shape))
                 inputs = torch.stack(views, out=buffer[: len(group)])
