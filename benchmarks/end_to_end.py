@@ -30,7 +30,9 @@ from common import patch_batches, sync
 
 from chunkflow import config as config_mod
 from chunkflow.demo import DEMO_SHAPE, write_demo
-from chunkflow.inference import keep_freed_memory, resolve_device, scale_input
+from chunkflow.devices import resolve_device
+from chunkflow.dtypes import scale_input
+from chunkflow.inference import keep_freed_memory
 from chunkflow.models import load_model
 from chunkflow.plan import make_plan
 from chunkflow.volumes import open_volume, read_padded
@@ -43,7 +45,7 @@ def demo_config(run_dir: Path, blocks_per_job: int, threads: int) -> dict:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["blocks_per_job"] = blocks_per_job
     config["inference"]["threads"] = threads
-    config["model"]["path"] = str(run_dir / "resources/demo/boundary_net.pt")
+    config["model"]["path"] = str(run_dir / "resources/demo/boundary_net.pt2")
     config["input"]["path"] = str(run_dir / "resources/demo/raw.zarr")
     return config
 

@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 
 from chunkflow import __version__
-from chunkflow.config import Settings
+from chunkflow.dtypes import scale_input, to_output_dtype
 from chunkflow.errors import ConfigError, VolumeError
 from chunkflow.geometry import Box
 from chunkflow.grid import Block
-from chunkflow.markers import marker_path, write_json_atomic
-from chunkflow.models import model_sha256
+from chunkflow.markers import DoneMarker
 from chunkflow.plan import RunPlan, make_plan
+from chunkflow.settings import Settings
 from chunkflow.volumes import Volume, open_volume, read_padded
 
 log = logging.getLogger(__name__)
@@ -39,14 +39,31 @@ def where_it_ran(device: str) -> dict[str, Any]:
     }
 
 
-def open_output(settings: Settings) -> Volume:
+def open_output(plan: RunPlan) -> Volume:
+    """The output store, opened once for the job and refused if it disagrees with the plan."""
     try:
-        return open_volume(settings.output.path, mode="r+")
+        volume = open_volume(plan.settings.output.path, mode="r+")
     except VolumeError as err:
         raise VolumeError(
             f"output: {err} (it is created by the workflow's create_output rule, "
             "or by `chunkflow create-output`)"
         ) from None
+    plan.check_output(volume)  # never write into a store laid out for other settings
+    return volume
+
+
+def read_chunk(plan: RunPlan, volume: Volume, block: Block) -> tuple[list[Box], Box, np.ndarray]:
+    """The patches of ``block``, the box of input they read, and that input as stored
+    (padded beyond the volume's bounds); a VolumeError if it holds NaN or infinite values."""
+    patches = plan.patches(block)
+    chunk_box = plan.chunk_box(patches)
+    raw = read_padded(volume, chunk_box, plan.settings.input.padding)
+    if np.issubdtype(raw.dtype, np.floating) and not np.isfinite(raw).all():
+        raise VolumeError(
+            f"block {block.id}: the input in {chunk_box} holds NaN or infinite values, which "
+            "would spread into every overlapping patch; repair the input or exclude the region"
+        )
+    return patches, chunk_box, raw
 
 
 @dataclass
@@ -54,21 +71,19 @@ class BlockRunner:
     """Runs blocks of one plan with one loaded model (loaded once, reused for every block)."""
 
     plan: RunPlan
-    fingerprint: str
-    model_sha256: str
     _input: Volume = field(init=False)
     _output: Volume = field(init=False)
 
     def __post_init__(self) -> None:
         settings = self.plan.settings
-        self._output = open_output(settings)
-        self.plan.check_existing_output()  # never write into a store laid out for other settings
+        self._output = open_output(self.plan)
         self._input = open_volume(settings.input.path, mip=settings.input.mip)
 
         import torch
 
+        from chunkflow.devices import resolve_model_device
         from chunkflow.inference import Predictor, keep_freed_memory
-        from chunkflow.models import load_model, resolve_model_device
+        from chunkflow.models import load_model
 
         keep_freed_memory()
         device = resolve_model_device(settings)
@@ -91,13 +106,13 @@ class BlockRunner:
             affinity_axes=settings.model.affinity_axes,
         )
 
-    def run(self, blocks: list[Block]) -> list[dict[str, Any]]:
+    def run(self, blocks: list[Block]) -> list[DoneMarker]:
         """Compute and write ``blocks`` in order; return their markers (also written to the
         state dir). While the model computes one block, a thread reads the next block's chunk
         and another writes the previous block and then its marker."""
         with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
             next_read = reader.submit(self._read, blocks[0])
-            writes: list[Future[dict[str, Any]]] = []
+            writes: list[Future[DoneMarker]] = []
             for following in [*blocks[1:], None]:
                 loaded = next_read.result()
                 if following is not None:
@@ -110,18 +125,9 @@ class BlockRunner:
             return [write.result() for write in writes]
 
     def _read(self, block: Block) -> _Loaded:
-        from chunkflow.inference import scale_input
-
         settings = self.plan.settings
         started = time.time()
-        patches = self.plan.patches(block)
-        chunk_box = self.plan.chunk_box(patches)
-        raw = read_padded(self._input, chunk_box, settings.input.padding)
-        if np.issubdtype(raw.dtype, np.floating) and not np.isfinite(raw).all():
-            raise VolumeError(
-                f"block {block.id}: the input in {chunk_box} holds NaN or infinite values, which "
-                "would spread into every overlapping patch; repair the input or exclude the region"
-            )
+        patches, chunk_box, raw = read_chunk(self.plan, self._input, block)
         background = settings.input.background
         empty = background is not None and bool(np.all(raw == background))
         chunk = None if empty else scale_input(raw, settings.input.scale)
@@ -129,8 +135,6 @@ class BlockRunner:
 
     def _compute(self, loaded: _Loaded) -> tuple[np.ndarray, float]:
         """The block's output values (zeros for a chunk of background) and the seconds taken."""
-        from chunkflow.inference import to_output_dtype
-
         started = time.time()
         block = loaded.block
         if loaded.skipped:
@@ -144,37 +148,38 @@ class BlockRunner:
             result = to_output_dtype(prediction, self.plan.settings.output.dtype)
         return result, time.time() - started
 
-    def _write(self, loaded: _Loaded, computed: tuple[np.ndarray, float]) -> dict[str, Any]:
+    def _write(self, loaded: _Loaded, computed: tuple[np.ndarray, float]) -> DoneMarker:
         result, infer_seconds = computed
         block = loaded.block
         started = time.time()
         self._output.write(block.box, result)
         write_seconds = time.time() - started
         skipped = loaded.skipped
-        marker = {
-            "block": block.id,
-            "box": block.box.to_json(),
-            "chunk_box": loaded.chunk_box.to_json(),
-            "skipped": "background" if skipped else None,
-            "patches": 0 if skipped else len(loaded.patches),
-            "voxels": block.box.size,
-            "timings_s": {
-                "read": round(loaded.read_seconds, 4),
+        read_seconds = loaded.read_seconds
+        marker = DoneMarker(
+            block=block.id,
+            box=block.box.to_json(),
+            chunk_box=loaded.chunk_box.to_json(),
+            skipped="background" if skipped else None,
+            patches=0 if skipped else len(loaded.patches),
+            voxels=block.box.size,
+            timings_s={
+                "read": round(read_seconds, 4),
                 "infer": round(infer_seconds, 4),
                 "write": round(write_seconds, 4),
-                "total": round(loaded.read_seconds + infer_seconds + write_seconds, 4),
+                "total": round(read_seconds + infer_seconds + write_seconds, 4),
             },
-            "ran_on": where_it_ran(str(self.predictor.device)),
-            "model_sha256": self.model_sha256,
-            "fingerprint": self.fingerprint,
-            "chunkflow_version": __version__,
-            "output_dtype": str(result.dtype),
-            "output_sha256": hashlib.sha256(np.ascontiguousarray(result).tobytes()).hexdigest(),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        write_json_atomic(marker_path(self.plan.settings.state_dir, block.id), marker)
+            ran_on=where_it_ran(str(self.predictor.device)),
+            model_sha256=self.plan.model_sha256,
+            fingerprint=self.plan.fingerprint,
+            chunkflow_version=__version__,
+            output_dtype=str(result.dtype),
+            output_sha256=hashlib.sha256(np.ascontiguousarray(result).tobytes()).hexdigest(),
+            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+        marker.write(self.plan.settings.state_dir)
         what = "background, skipped" if skipped else f"{len(loaded.patches)} patches"
-        log.info("block %s: %s, %.2f s", block.id, what, marker["timings_s"]["total"])
+        log.info("block %s: %s, %.2f s", block.id, what, marker.timings_s["total"])
         return marker
 
 
@@ -193,18 +198,16 @@ class _Loaded:
 
 def run_blocks(
     settings: Settings, block_ids: list[str], expect_fingerprint: str | None = None
-) -> list[dict]:
+) -> list[DoneMarker]:
     """Run the named blocks in one process: the entry point of `chunkflow run-block`."""
     plan = make_plan(settings)
-    sha256 = model_sha256(settings.model)
-    fingerprint = settings.result_fingerprint(sha256)
-    if expect_fingerprint is not None and expect_fingerprint != fingerprint:
+    if expect_fingerprint is not None and expect_fingerprint != plan.fingerprint:
         raise ConfigError(
             f"the result-affecting settings changed since the workflow was planned "
-            f"(fingerprint {fingerprint}, planned {expect_fingerprint}); rerun snakemake"
+            f"(fingerprint {plan.fingerprint}, planned {expect_fingerprint}); rerun snakemake"
         )
     try:
         blocks = [plan.grid.block_by_id(b) for b in block_ids]
     except KeyError as err:
         raise ConfigError(f"{err.args[0]}; `chunkflow plan` lists the blocks") from None
-    return BlockRunner(plan, fingerprint, sha256).run(blocks)
+    return BlockRunner(plan).run(blocks)

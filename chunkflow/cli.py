@@ -50,9 +50,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
 def cmd_create_output(args: argparse.Namespace) -> None:
     from chunkflow.output_store import create_output
 
-    plan = _plan(args)
-    plan.check_existing_output()  # a mismatching store is refused before the model is loaded
-    volume, created = create_output(plan)
+    volume, created = create_output(_plan(args))
     verb = "created" if created else "reusing matching"
     print(f"{verb} output {volume.path}: {volume.info.channels} channels, {volume.info.bounds}")
     if args.record:
@@ -82,18 +80,16 @@ def cmd_run_block(args: argparse.Namespace) -> None:
     settings = config_mod.load(args.config)
     block_ids = [Path(b).stem if b.endswith(".json") else b for b in args.block]
     for marker in run_blocks(settings, block_ids, args.expect_fingerprint):
-        what = "background, skipped" if marker["skipped"] else f"{marker['patches']} patches"
+        what = "background, skipped" if marker.skipped else f"{marker.patches} patches"
         print(
-            f"{marker['block']}: {what}, {marker['timings_s']['total']:.2f} s on {marker['ran_on']['device']}"
+            f"{marker.block}: {what}, {marker.timings_s['total']:.2f} s on {marker.ran_on['device']}"
         )
 
 
 def _markers(plan):
     from chunkflow.markers import read_markers
-    from chunkflow.models import model_sha256
 
-    fingerprint = plan.settings.result_fingerprint(model_sha256(plan.settings.model))
-    return read_markers(plan.settings.state_dir, plan.block_ids, fingerprint)
+    return read_markers(plan.settings.state_dir, plan.block_ids, plan.fingerprint)
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -101,7 +97,7 @@ def cmd_status(args: argparse.Namespace) -> None:
     done, stale, missing = _markers(plan)
     from chunkflow.summary import skipped_note
 
-    skipped = sum(1 for marker in done if marker.get("skipped"))
+    skipped = sum(1 for marker in done if marker.skipped)
     print(f"{len(done)}/{len(plan.blocks)} blocks done{skipped_note(skipped)}")
     for label, ids in (("stale (settings changed)", stale), ("missing", missing)):
         for block_id in ids[: args.show]:
@@ -144,7 +140,7 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> None:
-    from chunkflow.onnx_engine import export_onnx
+    from chunkflow.onnx_export import export_onnx
 
     difference = export_onnx(
         args.model, args.out, args.input_patch_size, args.channels, args.weights, args.opset
@@ -192,7 +188,7 @@ def parser() -> argparse.ArgumentParser:
         "--dir", default="resources/demo", help="where to write them"
     )
     ex = command("export-onnx", cmd_export_onnx, "export a PyTorch model to ONNX, and check it")
-    ex.add_argument("model", help="TorchScript .pt, torch.export .pt2, or .py (with --weights)")
+    ex.add_argument("model", help="torch.export .pt2, .py (with --weights), or TorchScript .pt")
     ex.add_argument("out", help="the .onnx file to write")
     ex.add_argument("--input-patch-size", type=int, nargs=3, required=True, metavar=("Z", "Y", "X"))
     ex.add_argument("--channels", type=int, default=1, help="input channels (default 1)")

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
-import json
-from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -14,7 +11,16 @@ from typing import Any
 import yaml
 
 from chunkflow.errors import ConfigError
-from chunkflow.geometry import Vec, vec
+from chunkflow.geometry import Vec, misaligned_axes, vec
+from chunkflow.settings import (
+    InferenceSettings,
+    InputSettings,
+    MaskSettings,
+    ModelSettings,
+    OutputSettings,
+    Settings,
+)
+from chunkflow.volumes import check_output_options
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -22,96 +28,6 @@ SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 @cache
 def schema() -> dict[str, Any]:
     return yaml.safe_load(SCHEMA_PATH.read_text())
-
-
-@dataclass(frozen=True)
-class InputSettings:
-    path: str
-    scale: str
-    padding: str
-    mip: int = 0
-    background: float | None = 0
-
-
-@dataclass(frozen=True)
-class OutputSettings:
-    path: str
-    dtype: str
-    chunk_size: Vec
-    zarr_format: int
-    encoding: str = "raw"
-    shard_size: Vec | None = None
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    path: str
-    weights: str | None
-    input_patch_size: Vec
-    output_patch_size: Vec
-    output_channels: int | None
-    affinity_axes: tuple[str | None, ...] | None = None
-
-
-@dataclass(frozen=True)
-class InferenceSettings:
-    placement: str
-    overlap: Vec
-    crop_margin: Vec
-    blend: str
-    batch_size: int
-    device: str
-    precision: str
-    threads: int
-    tta: str = "none"
-
-
-@dataclass(frozen=True)
-class MaskSettings:
-    path: str
-    mip: int = 0
-
-
-@dataclass(frozen=True)
-class Settings:
-    """A validated configuration; paths as written (relative to the run directory)."""
-
-    input: InputSettings
-    output: OutputSettings
-    roi_offset: Vec | None
-    roi_size: Vec | None
-    block_size: Vec
-    model: ModelSettings
-    inference: InferenceSettings
-    state_dir: str
-    blocks_per_job: int = 1
-    mask: MaskSettings | None = None
-
-    def result_fingerprint(self, model_sha256: str) -> str:
-        """A hash of every setting that can change the written numbers, and of the model file.
-
-        Batch size, device, threads, blocks per job, the mask (which picks blocks, not their
-        values) and the state directory are left out: changing them must not rerun finished
-        blocks. Without test-time augmentation, ``tta`` and ``model.affinity_axes`` cannot change
-        the numbers and are left out too.
-        """
-        inference = asdict(self.inference)
-        for key in ("batch_size", "device", "threads"):
-            inference.pop(key)
-        model = {**asdict(self.model), "sha256": model_sha256}
-        if self.inference.tta == "none":
-            inference.pop("tta")
-            model.pop("affinity_axes")
-        relevant = {
-            "input": asdict(self.input),
-            "output": asdict(self.output),
-            "roi": [self.roi_offset, self.roi_size],
-            "block_size": self.block_size,
-            "model": model,
-            "inference": inference,
-        }
-        text = json.dumps(relevant, sort_keys=True, default=list)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class _DuplicateKey(yaml.YAMLError):
@@ -242,27 +158,16 @@ def _quarter(size: Vec) -> Vec:
 def _output_settings(output: dict[str, Any]) -> OutputSettings:
     chunk = vec(output["chunk_size"])
     shard = vec(output["shard_size"]) if "shard_size" in output else None
-    from chunkflow.volumes.precomputed import PrecomputedVolume
-
-    precomputed = PrecomputedVolume.handles(output["path"])
-    if output["encoding"] != "raw" and not precomputed:
-        raise ConfigError(
-            f"output.encoding {output['encoding']} applies to precomputed outputs only; "
-            "remove it or write to a precomputed:// path"
-        )
     if shard is not None:
-        if output["zarr_format"] != 3 and not precomputed:
-            raise ConfigError(
-                "output.shard_size needs output.zarr_format 3 (zarr v2 has no sharding); "
-                "set zarr_format: 3 or remove shard_size"
-            )
-        bad = [a for a, s, c in zip("zyx", shard, chunk, strict=True) if s % c]
+        bad = misaligned_axes(shard, chunk)
         if bad:
             raise ConfigError(
                 f"output.shard_size {list(shard)} is not a whole multiple of output.chunk_size "
                 f"{list(chunk)} along {', '.join(bad)}; make each shard hold whole chunks"
             )
-    return OutputSettings(**{**output, "chunk_size": chunk, "shard_size": shard})
+    settings = OutputSettings(**{**output, "chunk_size": chunk, "shard_size": shard})
+    check_output_options(settings)
+    return settings
 
 
 def _check_tta(model: dict[str, Any], tta: str, input_patch: Vec, output_patch: Vec) -> None:

@@ -73,17 +73,15 @@ def boundary_net():
 
 
 def write_demo(directory: str | Path, shape: Vec = DEMO_SHAPE, seed: int = 0) -> tuple[Path, Path]:
-    """Write ``raw.zarr`` and the TorchScript ``boundary_net.pt`` into ``directory``.
+    """Write ``raw.zarr`` and the ``torch.export`` archive ``boundary_net.pt2`` into ``directory``.
 
     Existing files are kept (the demo is deterministic), so a rerun changes nothing.
     """
-    import torch
-
     from chunkflow.volumes.zarr_volume import ZarrVolume, create_array
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    raw, model = directory / "raw.zarr", directory / "boundary_net.pt"
+    raw, model = directory / "raw.zarr", directory / "boundary_net.pt2"
     if not raw.exists():
         log.info("writing the synthetic volume %s %s", raw, shape)
         info = VolumeInfo(
@@ -92,5 +90,15 @@ def write_demo(directory: str | Path, shape: Vec = DEMO_SHAPE, seed: int = 0) ->
         create_array(str(raw), info)
         ZarrVolume(str(raw), mode="r+").write(info.bounds, synthetic_em(shape, seed))
     if not model.exists():
-        torch.jit.save(torch.jit.script(boundary_net()), str(model))
+        _save_boundary_net(model)
     return raw, model
+
+
+def _save_boundary_net(path: Path) -> None:
+    """Save the demo network as a ``torch.export`` program taking any batch and patch size."""
+    import torch
+
+    example = torch.rand(2, 1, 20, 134, 134)  # batch 2: a batch of 1 would be specialised
+    dynamic = {0: torch.export.Dim("batch"), **dict.fromkeys((2, 3, 4), torch.export.Dim.DYNAMIC)}
+    program = torch.export.export(boundary_net(), (example,), dynamic_shapes=(dynamic,))
+    torch.export.save(program, str(path))

@@ -5,11 +5,12 @@ Everything here is pure and immutable: operations return new objects.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import product
 
 Vec = tuple[int, int, int]
+AXES = "zyx"
 
 
 def vec(values: Iterable[int]) -> Vec:
@@ -30,6 +31,24 @@ def sub(a: Vec, b: Vec) -> Vec:
 
 def ceil_div(a: int, b: int) -> int:
     return -((-a) // b)
+
+
+def elementwise(fn: Callable[..., int], *vectors: Vec) -> Vec:
+    """``fn`` applied per axis: ``elementwise(ceil_div, shape, block)`` is the block count."""
+    return vec(map(fn, *vectors))
+
+
+def mul(a: Vec, b: Vec) -> Vec:
+    return (a[0] * b[0], a[1] * b[1], a[2] * b[2])
+
+
+def minimum(a: Vec, b: Vec) -> Vec:
+    return (min(a[0], b[0]), min(a[1], b[1]), min(a[2], b[2]))
+
+
+def misaligned_axes(size: Vec, unit: Vec) -> list[str]:
+    """The axes (``z``, ``y``, ``x``) along which ``size`` is not a whole multiple of ``unit``."""
+    return [axis for axis, s, u in zip(AXES, size, unit, strict=True) if s % u]
 
 
 @dataclass(frozen=True, order=True)

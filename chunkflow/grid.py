@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from chunkflow.geometry import Box, Vec, ceil_div, vec
+from chunkflow.geometry import Box, Vec, add, ceil_div, elementwise, minimum, mul, vec
 
 _INDEX = r"(?:0|[1-9]\d*)"  # no leading zeros: exactly one id per block
 _BLOCK_ID = re.compile(rf"z({_INDEX})_y({_INDEX})_x({_INDEX})")
@@ -35,7 +35,7 @@ class BlockGrid:
     @property
     def shape(self) -> Vec:
         """Number of blocks along z, y, x."""
-        return vec(ceil_div(n, b) for n, b in zip(self.roi.shape, self.block_size, strict=True))
+        return elementwise(ceil_div, self.roi.shape, self.block_size)
 
     def __len__(self) -> int:
         z, y, x = self.shape
@@ -44,12 +44,8 @@ class BlockGrid:
     def block(self, index: Vec) -> Block:
         if not all(0 <= i < n for i, n in zip(index, self.shape, strict=True)):
             raise KeyError(f"block index {index} outside the grid {self.shape}")
-        start = tuple(
-            s + i * b for s, i, b in zip(self.roi.start, index, self.block_size, strict=True)
-        )
-        stop = tuple(
-            min(s + b, e) for s, b, e in zip(start, self.block_size, self.roi.stop, strict=True)
-        )
+        start = add(self.roi.start, mul(vec(index), self.block_size))
+        stop = minimum(add(start, self.block_size), self.roi.stop)
         return Block(vec(index), Box(start, stop))
 
     def block_by_id(self, block_id: str) -> Block:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from chunkflow.blending import per_axis_shares, profiles
-from chunkflow.errors import ConfigError, ModelError, first_line
+from chunkflow.errors import ModelError, first_line
 from chunkflow.geometry import Box
 from chunkflow.placement import PatchGeometry
 from chunkflow.tta import Axes
@@ -44,39 +44,6 @@ def keep_freed_memory() -> None:
     # the mmap threshold first: where glibc refuses it, leave both at their defaults
     if libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES):
         libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when a device is visible, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "inference.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'"
-        )
-    return torch.device(name)
-
-
-def scale_input(data: np.ndarray, mode: str) -> np.ndarray:
-    """float32 network input; with ``auto`` integers map to [0, 1] (uint8 / 255)."""
-    if mode == "auto" and np.issubdtype(data.dtype, np.integer):
-        info = np.iinfo(data.dtype)
-        return (data.astype(np.float32) - info.min) / np.float32(info.max - info.min)
-    return data.astype(np.float32, copy=False)
-
-
-def to_output_dtype(data: np.ndarray, dtype: str) -> np.ndarray:
-    """float32 predictions as the output dtype; uint8 clips to [0, 1], scales by 255, rounds.
-
-    Works in place where it can (``data`` is consumed): no block-sized temporaries, and float32
-    data is returned as it is.
-    """
-    if dtype == "uint8":
-        np.clip(data, 0.0, 1.0, out=data)
-        data *= 255.0
-        np.rint(data, out=data)
-        return data.astype(np.uint8)
-    return data.astype(dtype, copy=False)
 
 
 def chunk_on_device(chunk: np.ndarray, device: torch.device) -> torch.Tensor:

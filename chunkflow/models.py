@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chunkflow.config import ModelSettings, Settings
 from chunkflow.errors import ConfigError, ModelError, first_line
+from chunkflow.settings import ModelSettings
 
 if TYPE_CHECKING:
     import torch
@@ -69,17 +70,6 @@ def _from_python_file(path: str, weights: str) -> torch.nn.Module:
     return network
 
 
-def resolve_model_device(settings: Settings) -> torch.device:
-    """The device for ``inference.device``; for an .onnx model, CUDA also needs onnxruntime's."""
-    if settings.model.path.endswith(".onnx"):
-        from chunkflow.onnx_engine import resolve_onnx_device
-
-        return resolve_onnx_device(settings.inference.device)
-    from chunkflow.inference import resolve_device
-
-    return resolve_device(settings.inference.device)
-
-
 def load_model(settings: ModelSettings, device: torch.device) -> torch.nn.Module | OnnxModel:
     """The network in eval mode on ``device``.
 
@@ -100,12 +90,17 @@ def load_model(settings: ModelSettings, device: torch.device) -> torch.nn.Module
         elif path.endswith(".pt2"):
             network = torch.export.load(path).module()
         else:
-            network = torch.jit.load(path, map_location="cpu")
+            with warnings.catch_warnings():  # TorchScript is deprecated, but users have such files
+                warnings.filterwarnings(
+                    "ignore", r"`torch\.jit\.load` is deprecated", DeprecationWarning
+                )
+                network = torch.jit.load(path, map_location="cpu")
     except ModelError:
         raise
     except Exception as err:
         raise ModelError(f"cannot load model '{path}': {first_line(err)}") from None
     network = network.to(device)
+    # an exported program keeps the mode it was exported in (its module refuses eval())
     if hasattr(network, "eval") and not path.endswith(".pt2"):
         network.eval()
     return network

@@ -3,9 +3,10 @@ finished once every block is written (a no-op except for formats that assemble p
 
 from __future__ import annotations
 
+from chunkflow.errors import VolumeError
 from chunkflow.geometry import Box
 from chunkflow.plan import RunPlan
-from chunkflow.volumes import Volume, create_or_check, open_volume, output_backend
+from chunkflow.volumes import Volume, output_backend, refuse_mismatch
 
 
 def model_output_channels(plan: RunPlan) -> int:
@@ -37,20 +38,32 @@ def model_output_channels(plan: RunPlan) -> int:
 
 
 def create_output(plan: RunPlan) -> tuple[Volume, bool]:
-    """Create the output volume, or reuse a matching existing one; refuse a mismatching one."""
-    channels = model_output_channels(plan)
-    info = plan.output_info(channels)
-    return create_or_check(plan.settings.output.path, info, plan.settings.output)
+    """Create the output volume, or reuse a matching existing one; refuse a mismatching one.
+
+    An existing store is opened once and checked before the model is loaded, then its channel
+    count against the model's. Returns the volume and whether it was created.
+    """
+    existing = plan.existing_output()
+    info = plan.output_info(model_output_channels(plan))
+    output = plan.settings.output
+    if existing is None:
+        return output_backend(output.path).create(output.path, info, output), True
+    refuse_mismatch(existing, info, output)
+    return existing, False
 
 
 def needs_finish(plan: RunPlan) -> bool:
     """Whether the output's format has a finishing step after the blocks (HDF5: the VDS)."""
-    return output_backend(plan.settings.output.path).finish is not Volume.finish
+    return output_backend(plan.settings.output.path).assembles_parts
 
 
 def finish_output(plan: RunPlan) -> Volume:
     """Make the output whole over every block of the plan; the output must match the plan."""
-    plan.check_existing_output()
-    volume = open_volume(plan.settings.output.path, mode="r+")
+    volume = plan.existing_output()
+    if volume is None:
+        raise VolumeError(
+            f"output '{plan.settings.output.path}' does not exist; the workflow's create_output "
+            "rule (or `chunkflow create-output`) makes it"
+        )
     volume.finish([block.box for block in plan.blocks])
     return volume

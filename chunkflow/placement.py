@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chunkflow.geometry import Box, Vec, boxes_product, sub, vec
+from chunkflow.geometry import Box, Vec, boxes_product, ceil_div, sub, vec
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,13 @@ def lattice_starts(start: int, length: int, patch: int, stride: int) -> list[int
     if last <= start:
         return [start]
     return [*range(start, last, stride), last]
+
+
+def lattice_count(length: int, patch: int, stride: int) -> int:
+    """How many starts ``lattice_starts`` gives for a range of ``length``, without listing them."""
+    if length <= patch:
+        return 1
+    return ceil_div(length - patch, stride) + 1
 
 
 def lattice_patches(region: Box, block: Box, geometry: PatchGeometry) -> list[Box]:

@@ -5,17 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from chunkflow.config import OutputSettings, Settings
 from chunkflow.errors import ConfigError, VolumeError
-from chunkflow.geometry import Box, Vec, bounding_box, sub
+from chunkflow.geometry import Box, Vec, bounding_box, elementwise, misaligned_axes, sub
 from chunkflow.grid import Block, BlockGrid, nearest_multiples
-from chunkflow.models import check_model_files
-from chunkflow.placement import PatchGeometry, crop_patches, exact_patches, lattice_starts
+from chunkflow.models import check_model_files, model_sha256
+from chunkflow.placement import PatchGeometry, crop_patches, exact_patches, lattice_count
+from chunkflow.settings import OutputSettings, Settings
 from chunkflow.volumes import (
+    Volume,
     VolumeInfo,
-    check_existing,
     open_volume,
     output_backend,
+    refuse_mismatch,
     volume_exists,
 )
 
@@ -69,31 +70,44 @@ class RunPlan:
             channels=channels,
         )
 
-    def check_existing_output(self) -> None:
-        """Refuse an existing output store that disagrees with this plan (ROI, dtype, chunks,
+    @cached_property
+    def model_sha256(self) -> str:
+        """sha256 of the model file(s), read once per plan."""
+        return model_sha256(self.settings.model)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The result fingerprint: every setting that can change the written numbers, and the
+        model's content (``Settings.result_fingerprint``)."""
+        return self.settings.result_fingerprint(self.model_sha256)
+
+    def check_output(self, volume: Volume) -> None:
+        """Refuse the open output ``volume`` if it disagrees with this plan (ROI, dtype, chunks,
         resolution, format options, and model.output_channels when set), without loading the
         model.
 
         Without model.output_channels the store's channel count is taken as given: only a model
         forward pass can check it.
         """
+        channels = self.settings.model.output_channels or volume.info.channels
+        refuse_mismatch(volume, self.output_info(channels), self.settings.output)
+
+    def existing_output(self) -> Volume | None:
+        """The output store opened for writing and checked by ``check_output``; None when
+        nothing exists at ``output.path`` yet."""
         path = self.settings.output.path
-        if volume_exists(path):
-            channels = self.settings.model.output_channels or open_volume(path).info.channels
-            check_existing(path, self.output_info(channels), self.settings.output)
+        if not volume_exists(path):
+            return None
+        volume = open_volume(path, mode="r+")
+        self.check_output(volume)
+        return volume
 
     def whole_roi_patch_count(self) -> int:
         """Patches one pass over the whole ROI would run (the exact lattice)."""
-        count = 1
-        for r0, r1, p, s in zip(
-            self.roi.start,
-            self.roi.stop,
-            self.geometry.output_size,
-            self.geometry.stride,
-            strict=True,
-        ):
-            count *= len(lattice_starts(r0, r1 - r0, p, s))
-        return count
+        z, y, x = elementwise(
+            lattice_count, self.roi.shape, self.geometry.output_size, self.geometry.stride
+        )
+        return z * y * x
 
 
 def _resolve_roi(settings: Settings, bounds: Box) -> Box:
@@ -117,7 +131,7 @@ def _check_block_size(block_size: Vec, output: OutputSettings) -> None:
     unit, name = output.chunk_size, "output.chunk_size"
     if output.shard_size is not None:
         unit, name = output.shard_size, "output.shard_size"
-    bad = [a for a, b, c in zip("zyx", block_size, unit, strict=True) if b % c]
+    bad = misaligned_axes(block_size, unit)
     if not bad:
         return
     pairs = [nearest_multiples(b, c) for b, c in zip(block_size, unit, strict=True)]

@@ -6,24 +6,24 @@ from datetime import datetime
 from typing import Any
 
 from chunkflow import view
+from chunkflow.markers import STAGES, DoneMarker
 from chunkflow.plan import RunPlan
 
 
-def summarize(plan: RunPlan, markers: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(plan: RunPlan, markers: list[DoneMarker]) -> dict[str, Any]:
     """Totals over the finished blocks: voxels, patches, stage times, throughput."""
-    stages = ("read", "infer", "write", "total")
-    job_seconds = {s: round(sum(m["timings_s"][s] for m in markers), 3) for s in stages}
-    voxels = sum(m["voxels"] for m in markers)
-    patches = sum(m["patches"] for m in markers)
-    ends = [datetime.fromisoformat(m["finished"]).timestamp() for m in markers]
-    starts = [end - m["timings_s"]["total"] for end, m in zip(ends, markers, strict=True)]
+    job_seconds = {s: round(sum(m.timings_s[s] for m in markers), 3) for s in STAGES}
+    voxels = sum(m.voxels for m in markers)
+    patches = sum(m.patches for m in markers)
+    ends = [datetime.fromisoformat(m.finished).timestamp() for m in markers]
+    starts = [end - m.timings_s["total"] for end, m in zip(ends, markers, strict=True)]
     wall = max(ends) - min(starts) if markers else 0.0
     return {
         "output": plan.settings.output.path,
         "roi": plan.roi.to_json(),
         "blocks_done": len(markers),
         "blocks_total": len(plan.blocks),
-        "blocks_skipped": sum(1 for m in markers if m.get("skipped")),
+        "blocks_skipped": sum(1 for m in markers if m.skipped),
         "voxels": voxels,
         "patches": patches,
         "patches_whole_roi": plan.whole_roi_patch_count(),
@@ -33,7 +33,7 @@ def summarize(plan: RunPlan, markers: list[dict[str, Any]]) -> dict[str, Any]:
         "voxels_per_job_second": round(voxels / job_seconds["total"])
         if job_seconds["total"]
         else None,
-        "devices": sorted({m["ran_on"]["device"] for m in markers}),
+        "devices": sorted({m.ran_on["device"] for m in markers}),
         "neuroglancer": view.url(view.state(plan)),
     }
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from chunkflow.plan import RunPlan
-from chunkflow.volumes.precomputed import PrecomputedVolume, cloudpath
+from chunkflow.volumes.precomputed import PrecomputedVolume, cloudpath, local_dir
 
 NEUROGLANCER = "https://neuroglancer-demo.appspot.com/"
 LAYERS = ("input", "output")
@@ -23,10 +23,10 @@ LAYERS = ("input", "output")
 
 def local_path(path: str) -> Path | None:
     """The folder of a local volume (plain path or file:// URL); None for a remote one."""
-    url = cloudpath(path)
-    if url.startswith("file://"):
-        return Path(url.removeprefix("file://"))
-    return None if "://" in url else Path(url).resolve()
+    folder = local_dir(path)
+    if folder is not None:
+        return folder
+    return None if "://" in cloudpath(path) else Path(path).resolve()
 
 
 def _zarr_meta(folder: Path) -> tuple[str, int, bool] | None:

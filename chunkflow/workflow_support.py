@@ -17,15 +17,17 @@ import yaml
 from chunkflow import config as config_mod
 from chunkflow.errors import ConfigError
 from chunkflow.markers import marker_dir, write_text_atomic
-from chunkflow.models import model_sha256
 from chunkflow.plan import RunPlan, make_plan
 
 
 @dataclass(frozen=True)
 class WorkflowPlan:
     plan: RunPlan
-    fingerprint: str
     config_path: str
+
+    @property
+    def fingerprint(self) -> str:
+        return self.plan.fingerprint
 
     @property
     def state_dir(self) -> str:
@@ -110,10 +112,10 @@ def prepare(config: dict[str, Any]) -> WorkflowPlan:
     settings = config_mod.parse(config)
     plan = make_plan(settings)
     plan.blocks  # noqa: B018 (reads the mask, if any: its mistakes are one-line errors here)
-    fingerprint = settings.result_fingerprint(model_sha256(settings.model))
     config_path = Path(settings.state_dir) / "config.yaml"
     _write_if_changed(config_path, yaml.safe_dump(config, sort_keys=True))
     bin_dir = os.path.dirname(sys.executable)
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    return WorkflowPlan(plan, fingerprint, str(config_path))
+    plan.fingerprint  # noqa: B018 (hashes the model file now, once)
+    return WorkflowPlan(plan, str(config_path))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from chunkflow.config import OutputSettings
 from chunkflow.geometry import Vec
+from chunkflow.settings import OutputSettings
 from chunkflow.volumes.base import VolumeInfo
 from chunkflow.volumes.zarr_volume import ZarrVolume
 
@@ -58,9 +61,24 @@ class ConstantNet(nn.Module):
         )
 
 
+@contextlib.contextmanager
+def _torchscript() -> Iterator[None]:
+    """TorchScript is deprecated in PyTorch but still read by chunkflow (users have such files):
+    the tests make and read it without the deprecation warnings."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", DeprecationWarning)
+        yield
+
+
 def save_torchscript(module: nn.Module, path: Path) -> str:
-    torch.jit.save(torch.jit.script(module.eval()), str(path))
+    with _torchscript():
+        torch.jit.save(torch.jit.script(module.eval()), str(path))
     return str(path)
+
+
+def load_torchscript(path: str) -> torch.jit.ScriptModule:
+    with _torchscript():
+        return torch.jit.load(path)
 
 
 def smooth_volume(shape: Vec, seed: int = 0, dtype: str = "uint8") -> np.ndarray:

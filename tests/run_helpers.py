@@ -10,22 +10,16 @@ import numpy as np
 import zarr
 
 from chunkflow import config as config_mod
-from chunkflow.block import BlockRunner
-from chunkflow.models import model_sha256
-from chunkflow.output_store import create_output, finish_output
+from chunkflow.local_run import run_locally
 from chunkflow.plan import make_plan
 
 
 def run_all_blocks(config: dict[str, Any]) -> np.ndarray:
-    """Create the output, compute every block with one runner, finish the output (HDF5: its
-    virtual dataset), and return the output array as the format's own library reads it."""
-    settings = config_mod.parse(config)
-    plan = make_plan(settings)
-    create_output(plan)
-    sha = model_sha256(settings.model)
-    BlockRunner(plan, settings.result_fingerprint(sha), sha).run(plan.blocks)
-    finish_output(plan)
-    return read_back(settings.output.path)[0]
+    """``run_locally`` (the package's in-process driver), then the output array as the format's
+    own library reads it."""
+    plan = make_plan(config_mod.parse(config))
+    run_locally(plan)
+    return read_back(plan.settings.output.path)[0]
 
 
 def run_as_well(config: dict[str, Any], name: str, **changes: Any) -> np.ndarray:

@@ -601,14 +601,14 @@ def test_models_that_do_not_fit_the_config_or_the_store(tmp_path, small_config):
 
 
 def test_plan_checks_an_existing_output_without_the_model(tmp_path, small_config):
-    """RunPlan.check_existing_output: what create-output checks before loading the model (and
+    """RunPlan.existing_output: what create-output checks before loading the model (and
     what a block job should check before writing into the store)."""
     plan = make_plan(config_mod.parse(small_config))
-    plan.check_existing_output()  # no store yet: nothing to check
+    assert plan.existing_output() is None  # no store yet: nothing to check
     create_store(small_config)
     output = Path(small_config["output"]["path"])
     before = snapshot(output)
-    plan.check_existing_output()  # the matching store
+    assert plan.existing_output().path == small_config["output"]["path"]  # the matching store
     mismatches = {
         "output.dtype": ("uint8", "dtype float32 (expected uint8)"),
         "output.chunk_size": ([4, 8, 16], "chunk_size [4, 8, 8] (expected [4, 8, 16])"),
@@ -619,7 +619,7 @@ def test_plan_checks_an_existing_output_without_the_model(tmp_path, small_config
     for key, (value, fragment) in mismatches.items():
         other = make_plan(config_mod.parse(config_with(small_config, **{key: value})))
         with pytest.raises(VolumeError) as err:
-            other.check_existing_output()
+            other.existing_output()
         assert fragment in str(err.value), key
     assert snapshot(output) == before
 

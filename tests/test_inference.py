@@ -13,6 +13,7 @@ from helpers import (
     ConstantNet,
     ValidConvNet,
     config_with,
+    load_torchscript,
     save_torchscript,
     smooth_volume,
     write_volume,
@@ -20,7 +21,7 @@ from helpers import (
 from run_helpers import run_all_blocks
 
 from chunkflow.blending import weight_map
-from chunkflow.inference import to_output_dtype
+from chunkflow.dtypes import to_output_dtype
 
 
 def _starts(lo: int, length: int, patch: int, stride: int) -> list[int]:
@@ -53,7 +54,7 @@ def reference(
     config: dict, roi_start, roi_shape, starts_per_axis, region_start, region_shape, crop_to=None
 ):
     """Weighted average over the given patch starts, in float64, over ``region``, cropped to ``crop_to``."""
-    model = torch.jit.load(config["model"]["path"])
+    model = load_torchscript(config["model"]["path"])
     pi = np.array(config["model"]["input_patch_size"])
     po = np.array(config["model"].get("output_patch_size", pi))
     context = (pi - po) // 2

@@ -16,7 +16,8 @@ from chunkflow import config as config_mod
 from chunkflow.cli import main
 from chunkflow.errors import ConfigError, ModelError
 from chunkflow.models import load_model
-from chunkflow.onnx_engine import export_onnx
+from chunkflow.onnx_export import export_onnx
+from chunkflow.settings import ModelSettings
 
 CHUNKFLOW = str(Path(sys.executable).with_name("chunkflow"))
 PATCH = (8, 18, 20)  # small_config's model.input_patch_size
@@ -69,7 +70,7 @@ def test_export_of_torch_export_and_python_models(tmp_path: Path, kind: str) -> 
     onnx = tmp_path / "net.onnx"
     assert export_onnx(model, onnx, PATCH, channels=2, weights=weights) <= 1e-5
 
-    settings = config_mod.ModelSettings(str(onnx), None, PATCH, PATCH, None)
+    settings = ModelSettings(str(onnx), None, PATCH, PATCH, None)
     session = load_model(settings, torch.device("cpu"))
     for size in (1, 5):  # the batch axis is dynamic
         batch = torch.rand(size, 2, *PATCH)

@@ -16,10 +16,10 @@ from helpers import config_with, smooth_volume, write_volume
 from run_helpers import run_all_blocks
 
 from chunkflow import config as config_mod
-from chunkflow.config import OutputSettings
 from chunkflow.errors import ConfigError, VolumeError
 from chunkflow.geometry import Box
 from chunkflow.plan import make_plan
+from chunkflow.settings import OutputSettings
 from chunkflow.volumes import VolumeInfo, create_or_check, open_volume, read_padded
 from chunkflow.volumes.precomputed import PrecomputedVolume
 
@@ -161,7 +161,7 @@ def test_runs_to_and_from_precomputed_equal_a_zarr_run(tmp_path, run_config):
     before = snapshot(tmp_path / "out")
     other = config_with(config, **{"output.path": url, "output.chunk_size": [4, 8, 16]})
     with pytest.raises(VolumeError, match=r"chunk_size \[4, 8, 8\] \(expected \[4, 8, 16\]\)"):
-        make_plan(config_mod.parse(other)).check_existing_output()  # what every job checks first
+        make_plan(config_mod.parse(other)).existing_output()  # what every job checks first
     assert snapshot(tmp_path / "out") == before
 
     raw_url = write_precomputed(file_url(tmp_path / "raw"), data, (2, 3, 5), (40.0, 8.0, 4.0))

@@ -12,7 +12,6 @@ from run_helpers import run_all_blocks
 from chunkflow import config as config_mod
 from chunkflow.errors import ConfigError
 from chunkflow.markers import read_markers
-from chunkflow.models import model_sha256
 from chunkflow.plan import make_plan
 from chunkflow.volumes import open_volume
 
@@ -46,15 +45,11 @@ def test_background_blocks_are_zeros_and_the_rest_unchanged(small_config, tmp_pa
 
     settings = config_mod.parse(config_with(config, **{"input.background": fill}))
     plan = make_plan(settings)
-    done, stale, missing = read_markers(
-        settings.state_dir,
-        plan.block_ids,
-        settings.result_fingerprint(model_sha256(settings.model)),
-    )
+    done, stale, missing = read_markers(settings.state_dir, plan.block_ids, plan.fingerprint)
     assert not stale and not missing
-    skipped = {m["block"] for m in done if m["skipped"] == "background"}
+    skipped = {m.block for m in done if m.skipped == "background"}
     assert skipped == {b.id for b in plan.blocks if b.index[0] == 0}
-    assert all(m["patches"] == 0 for m in done if m["skipped"])
+    assert all(m.patches == 0 for m in done if m.skipped)
 
 
 def test_changing_the_background_changes_the_fingerprint(small_config):

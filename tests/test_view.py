@@ -15,8 +15,8 @@ from helpers import config_with, smooth_volume, write_volume
 
 from chunkflow import config as config_mod
 from chunkflow import view
-from chunkflow.config import OutputSettings
 from chunkflow.plan import make_plan
+from chunkflow.settings import OutputSettings
 from chunkflow.volumes.base import VolumeInfo
 from chunkflow.volumes.precomputed import PrecomputedVolume
 

@@ -18,10 +18,10 @@ from chunkflow.errors import VolumeError
 from chunkflow.geometry import Box
 from chunkflow.volumes import (
     VolumeInfo,
-    check_existing,
     create_or_check,
     open_volume,
     read_padded,
+    refuse_mismatch,
 )
 from chunkflow.volumes.zarr_volume import ZarrVolume
 
@@ -379,7 +379,7 @@ def test_create_or_check_refuses_another_zarr_format(tmp_path):
     with pytest.raises(VolumeError, match=r"zarr format 2 \(expected 3\)"):
         create_or_check(path, OUT_INFO, output_format(3))
     with pytest.raises(VolumeError, match=r"zarr format 2 \(expected 3\)"):
-        check_existing(path, OUT_INFO, output_format(3))
+        refuse_mismatch(open_volume(path, mode="r+"), OUT_INFO, output_format(3))
     assert snapshot(tmp_path / "out.zarr") == before
 
 

@@ -18,18 +18,19 @@ from chunkflow.volumes.precomputed import PrecomputedVolume
 from chunkflow.volumes.zarr_volume import ZarrVolume
 
 if TYPE_CHECKING:
-    from chunkflow.config import OutputSettings
+    from chunkflow.settings import OutputSettings
 
 __all__ = [
     "BACKENDS",
     "Volume",
     "VolumeInfo",
     "backend_for",
-    "check_existing",
+    "check_output_options",
     "create_or_check",
     "open_volume",
     "output_backend",
     "read_padded",
+    "refuse_mismatch",
     "volume_exists",
 ]
 
@@ -43,6 +44,14 @@ FORMATS_HINT = (
 
 def _serving(path: str) -> type[Volume] | None:
     return next((b for b in BACKENDS if b.handles(path)), None)
+
+
+def check_output_options(output: OutputSettings) -> None:
+    """Refuse, from the config alone, storage options the output's format does not have; an
+    output whose format is unknown is refused by the plan."""
+    backend = _serving(output.path)
+    if backend is not None:
+        backend.check_options(output)
 
 
 def backend_for(path: str) -> type[Volume]:
@@ -73,17 +82,15 @@ def open_volume(path: str, mode: str = "r", mip: int = 0) -> Volume:
     return backend_for(path)(path, mode=mode, mip=mip)  # type: ignore[call-arg]
 
 
-def check_existing(path: str, info: VolumeInfo, output: OutputSettings) -> Volume:
-    """Open the existing volume at ``path``; refuse it, untouched, unless it matches ``info``
-    and the format options of ``output``."""
-    existing = open_volume(path, mode="r+")
-    diffs = info.differences(existing.info) + existing.format_mismatches(output)
+def refuse_mismatch(volume: Volume, info: VolumeInfo, output: OutputSettings) -> None:
+    """Refuse the open output ``volume``, untouched, unless it matches ``info`` and the format
+    options of ``output``."""
+    diffs = info.differences(volume.info) + volume.format_mismatches(output)
     if diffs:
         raise VolumeError(
-            f"output '{path}' exists with different {'; '.join(diffs)}; "
+            f"output '{volume.path}' exists with different {'; '.join(diffs)}; "
             "delete it or choose another output.path"
         )
-    return existing
 
 
 def create_or_check(path: str, info: VolumeInfo, output: OutputSettings) -> tuple[Volume, bool]:
@@ -93,5 +100,7 @@ def create_or_check(path: str, info: VolumeInfo, output: OutputSettings) -> tupl
     """
     backend = output_backend(path)
     if backend.exists(path):
-        return check_existing(path, info, output), False
+        existing = open_volume(path, mode="r+")
+        refuse_mismatch(existing, info, output)
+        return existing, False
     return backend.create(path, info, output), True

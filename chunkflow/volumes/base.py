@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from chunkflow.errors import VolumeError
+from chunkflow.errors import ConfigError, VolumeError
 from chunkflow.geometry import Box, Vec
 
 if TYPE_CHECKING:
-    from chunkflow.config import OutputSettings
+    from chunkflow.settings import OutputSettings
 
 
 @dataclass(frozen=True)
@@ -79,15 +79,19 @@ class Volume(ABC):
     - ``exists(path)``: whether a volume (or something else) already sits at the path.
     - ``create(path, info, output)``: create an output volume with the geometry of ``info`` and
       the format options of ``output``; formats that cannot be written raise ``VolumeError``.
+    - ``check_options(output)``: refuse, from the config alone, storage options this format lacks.
     - ``check_layout(output, shape)``: refuse, before any job, storage options that an output of
       ``shape`` voxels cannot have in this format.
     - ``format_mismatches(output)``: how an existing volume's format options differ from
       ``output`` (the geometry is compared by ``VolumeInfo.differences``).
-    - ``_read`` / ``_write``: local index → array; ``finish(boxes)`` after every block is written.
+    - ``_read`` / ``_write``: local index → array; ``finish(boxes)`` after every block is
+      written, for a format that sets ``assembles_parts``.
     """
 
     info: VolumeInfo
     path: str
+    #: whether blocks are written as parts that ``finish`` assembles into the volume (HDF5)
+    assembles_parts: bool = False
 
     @classmethod
     @abstractmethod
@@ -103,6 +107,16 @@ class Volume(ABC):
     def create(cls, path: str, info: VolumeInfo, output: OutputSettings) -> Volume:
         """Create the output volume at ``path``; the default: this format is read-only."""
         raise VolumeError(f"chunkflow cannot write {cls.__name__} outputs ('{path}')")
+
+    @classmethod
+    def check_options(cls, output: OutputSettings) -> None:
+        """Raise a ConfigError for storage options this format does not have, judged from the
+        config alone; by default only precomputed's ``encoding`` is refused."""
+        if output.encoding != "raw":
+            raise ConfigError(
+                f"output.encoding {output.encoding} applies to precomputed outputs only; "
+                "remove it or write to a precomputed:// path"
+            )
 
     @classmethod
     def check_layout(cls, output: OutputSettings, shape: Vec) -> None:

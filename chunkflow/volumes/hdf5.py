@@ -23,7 +23,7 @@ from chunkflow.volumes.attributes import info_from_attrs
 from chunkflow.volumes.base import Volume, VolumeInfo, refuse_mip
 
 if TYPE_CHECKING:
-    from chunkflow.config import OutputSettings
+    from chunkflow.settings import OutputSettings
 
 SPELLING = re.compile(r"^(?P<file>.+\.(h5|hdf5|hdf))(:(?P<dataset>/.*))?$")
 
@@ -51,6 +51,8 @@ def _datasets(file: str) -> list[str]:
 
 class HDF5Volume(Volume):
     """A dataset of an HDF5 file: read directly; written as parts joined by a virtual dataset."""
+
+    assembles_parts = True
 
     def __init__(self, path: str, mode: str = "r", mip: int = 0) -> None:
         import h5py

@@ -19,7 +19,7 @@ from chunkflow.volumes.base import VolumeInfo
 from chunkflow.volumes.zarr_volume import ZarrVolume, create_array
 
 if TYPE_CHECKING:
-    from chunkflow.config import OutputSettings
+    from chunkflow.settings import OutputSettings
 
 NANOMETRES = {
     "angstrom": 0.1,

@@ -6,18 +6,19 @@ chunkflow's (c,) z, y, x. Paths are given to cloud-volume unchanged, less a ``pr
 
 from __future__ import annotations
 
+import operator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from chunkflow.errors import ConfigError, VolumeError, first_line
-from chunkflow.geometry import Box, Vec, ceil_div, vec
+from chunkflow.geometry import AXES, Box, Vec, ceil_div, elementwise, vec
 from chunkflow.grid import BlockGrid
 from chunkflow.volumes.base import Volume, VolumeInfo, shard_size_mismatch
 
 if TYPE_CHECKING:
-    from chunkflow.config import OutputSettings
+    from chunkflow.settings import OutputSettings
 
 PREFIXES = ("precomputed://", "file://", "gs://", "s3://")
 DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "float32")
@@ -32,7 +33,8 @@ def cloudpath(path: str) -> str:
     return path.removeprefix("precomputed://")
 
 
-def _local_dir(path: str) -> Path | None:
+def local_dir(path: str) -> Path | None:
+    """The folder of a ``file://`` volume; None for a remote one."""
     url = cloudpath(path)
     return Path(url.removeprefix("file://")) if url.startswith("file://") else None
 
@@ -55,6 +57,17 @@ def _open(path: str, mip: int, mode: str, info: dict[str, Any] | None = None, co
     )
 
 
+def _read_info(path: str) -> dict[str, Any]:
+    """The volume's info file, fetched once (a CloudVolume is then built from it)."""
+    from cloudfiles import CloudFiles
+    from cloudvolume.exceptions import InfoUnavailableError
+
+    meta = CloudFiles(cloudpath(path)).get_json("info")
+    if meta is None:
+        raise InfoUnavailableError(path)
+    return meta
+
+
 class PrecomputedVolume(Volume):
     """One scale (``mip``) of a precomputed image. Writes must cover whole storage chunks."""
 
@@ -63,7 +76,7 @@ class PrecomputedVolume(Volume):
 
         self.path = path
         try:
-            meta = _open(path, 0, mode).info
+            meta = _read_info(path)
             extra = meta.get(INFO_KEY, {})
             self.cv = _open(path, mip, mode, info=meta, compress=extra.get("compress"))
         except InfoUnavailableError:
@@ -108,7 +121,7 @@ class PrecomputedVolume(Volume):
 
     @classmethod
     def exists(cls, path: str) -> bool:
-        local = _local_dir(path)
+        local = local_dir(path)
         if local is not None:
             return local.exists()  # a folder without an info file is refused, not written into
         from cloudfiles import CloudFiles
@@ -119,6 +132,11 @@ class PrecomputedVolume(Volume):
             raise VolumeError(
                 f"cannot reach '{path}' ({first_line(err)}); check the URL and credentials"
             ) from None
+
+    @classmethod
+    def check_options(cls, output: OutputSettings) -> None:
+        """Every encoding and sharding the config allows is possible in precomputed."""
+        return None
 
     @classmethod
     def check_layout(cls, output: OutputSettings, shape: Vec) -> None:
@@ -243,15 +261,15 @@ def sharding_spec(shape: Vec, chunk: Vec, shard: Vec, encoding: str) -> dict[str
     """
     from cloudvolume.datasource.precomputed.sharding import image_shard_shape_from_spec
 
-    counts = [s // c for s, c in zip(shard, chunk, strict=True)]
-    uneven = [a for a, n in zip("zyx", counts, strict=True) if n & (n - 1)]
+    counts = elementwise(operator.floordiv, shard, chunk)
+    uneven = [a for a, n in zip(AXES, counts, strict=True) if n & (n - 1)]
     if uneven:
         raise ConfigError(
             f"output.shard_size {list(shard)} must hold a power of two chunks along each axis "
             f"for a precomputed output (not along {', '.join(uneven)}); e.g. "
             f"{[c * (1 << (n.bit_length() - 1)) for c, n in zip(chunk, counts, strict=True)]}"
         )
-    grid = [ceil_div(s, c) for s, c in zip(shape, chunk, strict=True)]
+    grid = elementwise(ceil_div, shape, chunk)
     grid_bits = sum((g - 1).bit_length() for g in grid)
     bits = sum(n.bit_length() - 1 for n in counts)
     minishard_bits = max(0, bits - MINISHARD_CHUNKS_BITS)

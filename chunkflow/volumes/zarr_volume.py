@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from chunkflow.errors import VolumeError, first_line
+from chunkflow.errors import ConfigError, VolumeError, first_line
 from chunkflow.geometry import Vec, vec
 from chunkflow.volumes.attributes import info_from_attrs
 from chunkflow.volumes.base import Volume, VolumeInfo, refuse_mip, shard_size_mismatch
 
 if TYPE_CHECKING:
-    from chunkflow.config import OutputSettings
+    from chunkflow.settings import OutputSettings
 
 
 def is_zarr_array(path: str) -> bool:
@@ -60,6 +60,15 @@ class ZarrVolume(Volume):
 
     def _write(self, index: tuple[slice, ...], data: np.ndarray) -> None:
         self.array[index] = data
+
+    @classmethod
+    def check_options(cls, output: OutputSettings) -> None:
+        super().check_options(output)
+        if output.shard_size is not None and output.zarr_format != 3:
+            raise ConfigError(
+                "output.shard_size needs output.zarr_format 3 (zarr v2 has no sharding); "
+                "set zarr_format: 3 or remove shard_size"
+            )
 
     def format_mismatches(self, output: OutputSettings) -> list[str]:
         out = []

@@ -1,0 +1,31 @@
+"""What every entry point shares, the `chunkflow` command and the workflow's scripts alike:
+logging, and errors reported in one line on stderr instead of a traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from chunkflow.errors import ChunkflowError
+
+
+def run_main(main: Callable[[], object], verbose: bool = False) -> int:
+    """Call ``main()`` and return the process's exit status.
+
+    0 when it returns; 2 after a ChunkflowError and 1 after an OSError (a path that cannot be
+    read or written), each reported as one line on stderr: ``chunkflow: error: ...``.
+    """
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+    )
+    try:
+        main()
+    except ChunkflowError as err:
+        print(f"chunkflow: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a path that cannot be written or read: no traceback for that
+        print(f"chunkflow: error: {err}; check the path and its permissions", file=sys.stderr)
+        return 1
+    return 0

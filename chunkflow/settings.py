@@ -1,0 +1,105 @@
+"""The run's settings as typed values, and the fingerprint of those that shape the result.
+
+A leaf module: it imports nothing of the package at run time, so the config parser, the volume
+backends and the plan all import it downward.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chunkflow.geometry import Vec
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    path: str
+    scale: str
+    padding: str
+    mip: int = 0
+    background: float | None = 0
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    path: str
+    dtype: str
+    chunk_size: Vec
+    zarr_format: int
+    encoding: str = "raw"
+    shard_size: Vec | None = None
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    path: str
+    weights: str | None
+    input_patch_size: Vec
+    output_patch_size: Vec
+    output_channels: int | None
+    affinity_axes: tuple[str | None, ...] | None = None
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    placement: str
+    overlap: Vec
+    crop_margin: Vec
+    blend: str
+    batch_size: int
+    device: str
+    precision: str
+    threads: int
+    tta: str = "none"
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    path: str
+    mip: int = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A validated configuration; paths as written (relative to the run directory)."""
+
+    input: InputSettings
+    output: OutputSettings
+    roi_offset: Vec | None
+    roi_size: Vec | None
+    block_size: Vec
+    model: ModelSettings
+    inference: InferenceSettings
+    state_dir: str
+    blocks_per_job: int = 1
+    mask: MaskSettings | None = None
+
+    def result_fingerprint(self, model_sha256: str) -> str:
+        """A hash of every setting that can change the written numbers, and of the model file.
+
+        Batch size, device, threads, blocks per job, the mask (which picks blocks, not their
+        values) and the state directory are left out: changing them must not rerun finished
+        blocks. Without test-time augmentation, ``tta`` and ``model.affinity_axes`` cannot change
+        the numbers and are left out too.
+        """
+        inference = asdict(self.inference)
+        for key in ("batch_size", "device", "threads"):
+            inference.pop(key)
+        model = {**asdict(self.model), "sha256": model_sha256}
+        if self.inference.tta == "none":
+            inference.pop("tta")
+            model.pop("affinity_axes")
+        relevant = {
+            "input": asdict(self.input),
+            "output": asdict(self.output),
+            "roi": [self.roi_offset, self.roi_size],
+            "block_size": self.block_size,
+            "model": model,
+            "inference": inference,
+        }
+        text = json.dumps(relevant, sort_keys=True, default=list)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
