@@ -29,13 +29,14 @@ import yaml
 from common import patch_batches, sync
 
 from chunkflow import config as config_mod
+from chunkflow.block import read_chunk
 from chunkflow.demo import DEMO_SHAPE, write_demo
 from chunkflow.devices import resolve_device
 from chunkflow.dtypes import scale_input
 from chunkflow.inference import keep_freed_memory
 from chunkflow.models import load_model
 from chunkflow.plan import make_plan
-from chunkflow.volumes import open_volume, read_padded
+from chunkflow.volumes import open_volume
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -80,11 +81,8 @@ def forward_seconds(config: dict) -> float:
     geometry, batch = plan.geometry, settings.inference.batch_size
     total = 0.0
     for block in plan.blocks:
-        patches = plan.patches(block)
-        chunk_box = plan.chunk_box(patches)
-        chunk = scale_input(
-            read_padded(volume, chunk_box, settings.input.padding), settings.input.scale
-        )
+        patches, chunk_box, raw = read_chunk(plan, volume, block)  # as the block jobs read it
+        chunk = scale_input(raw, settings.input.scale)
         batches = patch_batches(chunk, chunk_box, patches, geometry, batch, device)
         start = time.perf_counter()
         with torch.inference_mode():
