@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from chunkflow.geometry import Box, Vec
@@ -45,17 +47,27 @@ def per_axis_shares(
     shares. Keys are (start, stop) of the interval; values (float64) cover only its overlap with
     ``target``.
     """
+    intervals = [sorted({(p.start[axis], p.stop[axis]) for p in patches}) for axis in range(3)]
+    if np.prod([len(axis) for axis in intervals]) != len(patches):
+        raise ValueError("blending needs a lattice of patches (every per-axis combination)")
+    return interval_shares(axis_profiles, intervals, target)
+
+
+def interval_shares(
+    axis_profiles: list[np.ndarray], intervals: Sequence[Sequence[tuple[int, int]]], target: Box
+) -> list[dict[tuple[int, int], np.ndarray]]:
+    """``per_axis_shares`` from the lattice's per-axis intervals: along each axis, every interval
+    that overlaps ``target`` must be given (others are ignored), whichever patches are computed."""
     shares = []
     for axis, profile in enumerate(axis_profiles):
         start, stop = target.start[axis], target.stop[axis]
         windows = {}
-        for a, b in sorted({(p.start[axis], p.stop[axis]) for p in patches}):
+        for a, b in intervals[axis]:
             lo, hi = max(a, start), min(b, stop)
-            windows[a, b] = (lo - start, hi - start, profile[lo - a : hi - a])
+            if lo < hi:
+                windows[a, b] = (lo - start, hi - start, profile[lo - a : hi - a])
         sums = np.zeros(stop - start)
         for lo, hi, values in windows.values():
             sums[lo:hi] += values
         shares.append({key: values / sums[lo:hi] for key, (lo, hi, values) in windows.items()})
-    if np.prod([len(axis) for axis in shares]) != len(patches):
-        raise ValueError("blending needs a lattice of patches (every per-axis combination)")
     return shares

@@ -8,17 +8,19 @@ import os
 import socket
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from chunkflow import __version__
+from chunkflow.block_state import BlockState, Progress, chain_digest
 from chunkflow.dtypes import scale_input, to_output_dtype
 from chunkflow.errors import ConfigError, VolumeError
 from chunkflow.geometry import Box
 from chunkflow.grid import Block
 from chunkflow.markers import DoneMarker
+from chunkflow.pieces import PieceLayout
 from chunkflow.plan import RunPlan, make_plan
 from chunkflow.settings import Settings
 from chunkflow.volumes import Volume, open_volume, read_padded
@@ -52,23 +54,54 @@ def open_output(plan: RunPlan) -> Volume:
     return volume
 
 
-def read_chunk(plan: RunPlan, volume: Volume, block: Block) -> tuple[list[Box], Box, np.ndarray]:
-    """The patches of ``block``, the box of input they read, and that input as stored
-    (padded beyond the volume's bounds); a VolumeError if it holds NaN or infinite values."""
-    patches = plan.patches(block)
+def read_patch_input(
+    plan: RunPlan, volume: Volume, patches: list[Box], where: str
+) -> tuple[Box, np.ndarray]:
+    """The input box that ``patches`` read and that input as stored (padded beyond the
+    volume's bounds); a VolumeError naming ``where`` if it holds NaN or infinite values."""
     chunk_box = plan.chunk_box(patches)
     raw = read_padded(volume, chunk_box, plan.settings.input.padding)
     if np.issubdtype(raw.dtype, np.floating) and not np.isfinite(raw).all():
         raise VolumeError(
-            f"block {block.id}: the input in {chunk_box} holds NaN or infinite values, which "
+            f"{where}: the input in {chunk_box} holds NaN or infinite values, which "
             "would spread into every overlapping patch; repair the input or exclude the region"
         )
-    return patches, chunk_box, raw
+    return chunk_box, raw
+
+
+@dataclass(frozen=True)
+class _Input:
+    """A piece's input, read: its patches, their input box, and the input as stored (None for
+    a piece that computes no patch)."""
+
+    patches: list[Box]
+    chunk_box: Box | None
+    raw: np.ndarray | None
+    seconds: float
+
+
+@dataclass
+class _Clock:
+    """Seconds spent per stage over a block."""
+
+    read: float = 0.0
+    infer: float = 0.0
+    write: float = 0.0
+
+    def as_json(self) -> dict[str, float]:
+        stages = {"read": self.read, "infer": self.infer, "write": self.write}
+        return {k: round(v, 4) for k, v in {**stages, "total": sum(stages.values())}.items()}
 
 
 @dataclass
 class BlockRunner:
-    """Runs blocks of one plan with one loaded model (loaded once, reused for every block)."""
+    """Runs blocks of one plan with one loaded model (loaded once, reused for every block).
+
+    A block streams through memory piece by piece (``chunkflow.pieces``): while the model
+    computes one piece, a thread reads the next piece's input and another writes the previous
+    piece, its carried partial sums and the block's progress (``chunkflow.block_state``), so a
+    killed job resumes at its first unwritten piece.
+    """
 
     plan: RunPlan
     _input: Volume = field(init=False)
@@ -107,93 +140,240 @@ class BlockRunner:
         )
 
     def run(self, blocks: list[Block]) -> list[DoneMarker]:
-        """Compute and write ``blocks`` in order; return their markers (also written to the
-        state dir). While the model computes one block, a thread reads the next block's chunk
-        and another writes the previous block and then its marker."""
-        with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
-            next_read = reader.submit(self._read, blocks[0])
-            writes: list[Future[DoneMarker]] = []
-            for following in [*blocks[1:], None]:
-                loaded = next_read.result()
-                if following is not None:
-                    next_read = reader.submit(self._read, following)
-                result = self._compute(loaded)
-                if writes:
-                    writes[-1].result()  # one block waits to be written at a time: bounded memory
-                # the writer needs no input: drop the chunk now, not when the write is done
-                writes.append(writer.submit(self._write, replace(loaded, chunk=None), result))
-            return [write.result() for write in writes]
+        """Compute and write ``blocks`` in order; return their done-markers (also written to
+        the state dir, each once its block is whole)."""
+        return [self._stream(block) for block in blocks]
 
-    def _read(self, block: Block) -> _Loaded:
-        settings = self.plan.settings
-        started = time.time()
-        patches, chunk_box, raw = read_chunk(self.plan, self._input, block)
-        background = settings.input.background
-        empty = background is not None and bool(np.all(raw == background))
-        chunk = None if empty else scale_input(raw, settings.input.scale)
-        return _Loaded(block, patches, chunk_box, chunk, empty, time.time() - started)
-
-    def _compute(self, loaded: _Loaded) -> tuple[np.ndarray, float]:
-        """The block's output values (zeros for a chunk of background) and the seconds taken."""
-        started = time.time()
-        block = loaded.block
-        if loaded.skipped:
-            info = self._output.info
-            shape = block.box.shape if info.channels is None else (info.channels, *block.box.shape)
-            result = np.zeros(shape, dtype=info.dtype)
+    def _stream(self, block: Block) -> DoneMarker:
+        plan = self.plan
+        layout = PieceLayout(block, plan.piece_size, plan.patch_intervals(block))
+        pieces = layout.pieces
+        state = BlockState(plan.settings.state_dir, block.id, plan.fingerprint, plan.piece_size)
+        progress = self._resume(state, layout) if len(pieces) > 1 else Progress()
+        clock = _Clock()
+        first = None
+        if progress.written == 0:
+            first = self._read(layout, pieces[0])
+            clock.read += first.seconds
+            progress = Progress(skipped=self._all_background(layout, first, clock))
+        if progress.skipped:
+            progress = self._write_zeros(layout, state, progress, clock)
         else:
-            prediction = self.predictor.predict(
-                loaded.chunk, loaded.chunk_box, loaded.patches, block.box
-            )
-            result = to_output_dtype(prediction, self.plan.settings.output.dtype)
-        return result, time.time() - started
+            progress = self._compute_pieces(layout, state, progress, first, clock)
+        return self._finish(layout, state, progress, clock)
 
-    def _write(self, loaded: _Loaded, computed: tuple[np.ndarray, float]) -> DoneMarker:
-        result, infer_seconds = computed
-        block = loaded.block
+    def _resume(self, state: BlockState, layout: PieceLayout) -> Progress:
+        """The progress of an earlier job on this block, if its carried sums are all there."""
+        progress = state.resume()
+        if progress.written == 0:
+            return progress
+        written, pieces = progress.written, layout.pieces
+        pairs = [
+            (s, t)
+            for t in pieces[written:]
+            for s in layout.sources(t)
+            if layout.position(s) < written
+        ]
+        missing = state.missing_carries(pairs)
+        if missing:
+            log.warning(
+                "block %s: %d carried sums of the earlier job are missing (e.g. %s); starting "
+                "the block over",
+                layout.block.id,
+                len(missing),
+                missing[0],
+            )
+            state.clear()
+            return Progress()
+        log.info("block %s: resuming at piece %d of %d", layout.block.id, written + 1, len(pieces))
+        return progress
+
+    def _read(self, layout: PieceLayout, piece: Block) -> _Input:
         started = time.time()
-        self._output.write(block.box, result)
-        write_seconds = time.time() - started
-        skipped = loaded.skipped
-        read_seconds = loaded.read_seconds
+        patches = layout.patches(piece)
+        if not patches:
+            return _Input(patches, None, None, time.time() - started)
+        where = f"block {layout.block.id}, piece {piece.id}"
+        chunk_box, raw = read_patch_input(self.plan, self._input, patches, where)
+        return _Input(patches, chunk_box, raw, time.time() - started)
+
+    def _all_background(self, layout: PieceLayout, first: _Input, clock: _Clock) -> bool:
+        """Whether the block's whole input is background (``input.background``), reading the
+        pieces' inputs only until one is not (``first``, piece 0's, is read already)."""
+        background = self.plan.settings.input.background
+        if background is None:
+            return False
+        for piece in layout.pieces:
+            read = first if piece == layout.pieces[0] else self._read(layout, piece)
+            if read is not first:
+                clock.read += read.seconds
+            if read.raw is not None and not np.all(read.raw == background):
+                return False
+        return True
+
+    def _compute_pieces(
+        self,
+        layout: PieceLayout,
+        state: BlockState,
+        progress: Progress,
+        first: _Input | None,
+        clock: _Clock,
+    ) -> Progress:
+        pieces = layout.pieces
+        streamed = len(pieces) > 1
+        started = time.time()
+        with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
+            start = progress.written
+            next_read = (
+                reader.submit(lambda: first)
+                if first
+                else reader.submit(self._read, layout, pieces[start])
+            )
+            recent: dict[tuple[str, str], np.ndarray] = {}  # carried by the previous piece
+            pending: Future[Progress] | None = None
+            for k in range(start, len(pieces)):
+                piece = pieces[k]
+                read = next_read.result()
+                if read is not first:
+                    clock.read += read.seconds
+                if k + 1 < len(pieces):
+                    next_read = reader.submit(self._read, layout, pieces[k + 1])
+                computing = time.time()
+                result, outgoing, sources = self._compute(layout, state, piece, read, recent)
+                recent = {(piece.id, t.id): carried for t, carried in outgoing.items()}
+                clock.infer += time.time() - computing
+                if pending is not None:
+                    progress = pending.result()  # one piece is written at a time: bounded memory
+                pending = writer.submit(
+                    self._write_piece,
+                    state if streamed else None,
+                    piece,
+                    result,
+                    outgoing,
+                    sources,
+                    progress,
+                    clock,
+                )
+                if streamed:
+                    elapsed = time.time() - started
+                    done = k + 1 - start
+                    log.info(
+                        "block %s: piece %d/%d (%d patches), %.1f s, about %.0f s to go",
+                        layout.block.id,
+                        k + 1,
+                        len(pieces),
+                        len(read.patches),
+                        elapsed,
+                        elapsed / done * (len(pieces) - k - 1),
+                    )
+            return pending.result() if pending is not None else progress
+
+    def _compute(
+        self,
+        layout: PieceLayout,
+        state: BlockState,
+        piece: Block,
+        read: _Input,
+        recent: dict[tuple[str, str], np.ndarray],
+    ) -> tuple[np.ndarray, dict[Block, np.ndarray], list[Block]]:
+        """The piece's output, the partial sums it carries to later pieces, and the pieces
+        that carried sums to it."""
+        reach = layout.reach(piece)
+        if read.raw is None:
+            channels = self._output.info.channels or 1
+            total = np.zeros((channels, *reach.shape), dtype=np.float32)
+        else:
+            chunk = scale_input(read.raw, self.plan.settings.input.scale)
+            total = self.predictor.predict(
+                chunk, read.chunk_box, read.patches, reach, lattice=layout.intervals
+            )
+        sources = layout.sources(piece)
+        for source in sources:
+            carried = recent.get((source.id, piece.id))
+            if carried is None:
+                carried = state.load_carry(source, piece)
+            total[
+                (slice(None), *layout.reach(source).intersect(piece.box).slices(reach.start))
+            ] += carried
+        outgoing = {
+            target: total[(slice(None), *reach.intersect(target.box).slices(reach.start))].copy()
+            for target in layout.targets(piece)
+        }
+        own = total[(slice(None), *piece.box.slices(reach.start))]
+        return to_output_dtype(own, self.plan.settings.output.dtype), outgoing, sources
+
+    def _write_piece(
+        self,
+        state: BlockState | None,
+        piece: Block,
+        result: np.ndarray,
+        outgoing: dict[Block, np.ndarray],
+        sources: list[Block],
+        progress: Progress,
+        clock: _Clock,
+    ) -> Progress:
+        """Write the piece, then (for a block of several pieces) its carried sums and the
+        block's progress: in that order, so a piece counted as written is whole."""
+        started = time.time()
+        self._output.write(piece.box, self._layout_of(result))
+        digest = hashlib.sha256(np.ascontiguousarray(result).tobytes()).hexdigest()
+        progress = Progress(
+            progress.written + 1, chain_digest(progress.digest, digest), progress.skipped
+        )
+        if state is not None:
+            for target, carried in outgoing.items():
+                state.save_carry(piece, target, carried)
+            state.record(progress)
+            state.drop_carries(piece, sources)
+        clock.write += time.time() - started
+        return progress
+
+    def _layout_of(self, result: np.ndarray) -> np.ndarray:
+        """(c, z, y, x) values as the output stores them: without a channel axis if it has none."""
+        return result[0] if self._output.info.channels is None else result
+
+    def _write_zeros(
+        self, layout: PieceLayout, state: BlockState, progress: Progress, clock: _Clock
+    ) -> Progress:
+        """A block of background: zeros, piece by piece, nothing inferred."""
+        streamed = len(layout.pieces) > 1
+        channels = self._output.info.channels or 1
+        for piece in layout.pieces[progress.written :]:
+            zeros = np.zeros((channels, *piece.box.shape), dtype=self._output.info.dtype)
+            progress = self._write_piece(
+                state if streamed else None, piece, zeros, {}, [], progress, clock
+            )
+        return progress
+
+    def _finish(
+        self, layout: PieceLayout, state: BlockState, progress: Progress, clock: _Clock
+    ) -> DoneMarker:
+        """Write the block's done-marker, then drop its streaming state."""
+        plan, block_box = self.plan, layout.block.box
+        patches = 0 if progress.skipped else layout.patch_count
         marker = DoneMarker(
-            block=block.id,
-            box=block.box.to_json(),
-            chunk_box=loaded.chunk_box.to_json(),
-            skipped="background" if skipped else None,
-            patches=0 if skipped else len(loaded.patches),
-            voxels=block.box.size,
-            timings_s={
-                "read": round(read_seconds, 4),
-                "infer": round(infer_seconds, 4),
-                "write": round(write_seconds, 4),
-                "total": round(read_seconds + infer_seconds + write_seconds, 4),
-            },
+            block=layout.block.id,
+            box=block_box.to_json(),
+            chunk_box=plan.geometry.input_box(layout.output_box).to_json(),
+            skipped="background" if progress.skipped else None,
+            patches=patches,
+            voxels=block_box.size,
+            pieces=len(layout.pieces),
+            piece_size=list(layout.piece_size),
+            timings_s=clock.as_json(),
             ran_on=where_it_ran(str(self.predictor.device)),
-            model_sha256=self.plan.model_sha256,
-            fingerprint=self.plan.fingerprint,
+            model_sha256=plan.model_sha256,
+            fingerprint=plan.fingerprint,
             chunkflow_version=__version__,
-            output_dtype=str(result.dtype),
-            output_sha256=hashlib.sha256(np.ascontiguousarray(result).tobytes()).hexdigest(),
+            output_dtype=self._output.info.dtype,
+            output_sha256=progress.digest,
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
-        marker.write(self.plan.settings.state_dir)
-        what = "background, skipped" if skipped else f"{len(loaded.patches)} patches"
-        log.info("block %s: %s, %.2f s", block.id, what, marker.timings_s["total"])
+        marker.write(plan.settings.state_dir)
+        state.clear()
+        what = "background, skipped" if progress.skipped else f"{patches} patches"
+        log.info("block %s: %s, %.2f s", marker.block, what, marker.timings_s["total"])
         return marker
-
-
-@dataclass(frozen=True)
-class _Loaded:
-    """A block's input, read: its patches, chunk box and scaled chunk (None when skipped, all
-    background, or once computed)."""
-
-    block: Block
-    patches: list[Box]
-    chunk_box: Box
-    chunk: np.ndarray | None
-    skipped: bool
-    read_seconds: float
 
 
 def run_blocks(

@@ -197,6 +197,12 @@ def _check_tta(model: dict[str, Any], tta: str, input_patch: Vec, output_patch: 
 
 def parse(config: dict[str, Any]) -> Settings:
     """Validate a config mapping and turn it into Settings, checking the patch geometry."""
+    if "blocks_per_job" in config:
+        raise ConfigError(
+            "blocks_per_job is gone: a block job streams its block through memory piece by "
+            "piece, so make block_size larger (piece_size bounds the memory), or group small "
+            "block jobs with snakemake --group-components blocks=<n>; remove blocks_per_job"
+        )
     data = validate(config)
     model, inference, roi = data["model"], data["inference"], data.get("roi", {})
     input_patch = vec(model["input_patch_size"])
@@ -256,7 +262,7 @@ def parse(config: dict[str, Any]) -> Settings:
             tta=inference["tta"],
         ),
         state_dir=data["state_dir"],
-        blocks_per_job=data["blocks_per_job"],
+        piece_size=vec(data["piece_size"]) if "piece_size" in data else None,
         mask=MaskSettings(**data["mask"]) if "mask" in data else None,
     )
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from chunkflow.blending import per_axis_shares, profiles
+from chunkflow.blending import interval_shares, per_axis_shares, profiles
 from chunkflow.errors import ModelError, first_line
 from chunkflow.geometry import Box
-from chunkflow.placement import PatchGeometry
+from chunkflow.placement import Intervals, PatchGeometry
 from chunkflow.tta import Axes
 from chunkflow.tta import average as average_tta
 
@@ -125,7 +125,12 @@ class Predictor:
         return out.float()
 
     def predict(
-        self, chunk: np.ndarray, chunk_box: Box, patches: list[Box], target: Box
+        self,
+        chunk: np.ndarray,
+        chunk_box: Box,
+        patches: list[Box],
+        target: Box,
+        lattice: Intervals | None = None,
     ) -> np.ndarray:
         """Blend the predictions of ``patches`` (output boxes) into ``target``.
 
@@ -133,14 +138,19 @@ class Predictor:
             chunk: scaled float32 input covering ``chunk_box``, shape (z, y, x) or (c, z, y, x).
             chunk_box: global voxel box of ``chunk``; holds every patch's input box.
             patches: output boxes of the patches, in a fixed order.
-            target: the box to return; every voxel must be covered by some patch.
+            target: the box to return.
+            lattice: per axis, the output intervals of every patch of the lattice that touches
+                ``target``, when ``patches`` are only some of them (a piece of a streamed block):
+                each patch is then weighted by its share of the whole lattice's weight, and
+                the result is a partial sum. None: ``patches`` are the whole lattice over
+                ``target``, which they cover.
 
         Returns:
             float32 array (channels, *target.shape): the weighted mean of the patches.
         """
         if not patches:
             raise ValueError("predict() needs at least one patch")
-        weights = self._normalised_weights(patches, target)
+        weights = self._normalised_weights(patches, target, lattice)
         source = chunk_on_device(chunk, self.device)
         total = None
         buffer = None  # the batch input, reused: the heap holds only what the model allocates
@@ -162,16 +172,27 @@ class Predictor:
                 del outputs, output  # not held through the next forward pass
         return total.cpu().numpy()
 
-    def _normalised_weights(self, patches: list[Box], target: Box) -> Callable[[Box], torch.Tensor]:
+    def _normalised_weights(
+        self, patches: list[Box], target: Box, lattice: Intervals | None
+    ) -> Callable[[Box], torch.Tensor]:
         """A patch's weights over its overlap with ``target``, divided by the weight sum there
         (float32, on the device): the outer product of its per-axis shares.
 
         The y-x products are made here, before any forward pass, so nothing that lives through
         the block is allocated between batches (where it would pin freed heap memory).
         """
+        if lattice is None:
+            shares = per_axis_shares(self._profiles, patches, target)
+        else:
+            shares = interval_shares(self._profiles, lattice, target)
+        used = [{(p.start[a], p.stop[a]) for p in patches} for a in range(3)]
         z_shares, y_shares, x_shares = (
-            {key: torch.from_numpy(v.astype(np.float32)).to(self.device) for key, v in axis.items()}
-            for axis in per_axis_shares(self._profiles, patches, target)
+            {
+                key: torch.from_numpy(v.astype(np.float32)).to(self.device)
+                for key, v in axis.items()
+                if key in keys
+            }
+            for axis, keys in zip(shares, used, strict=True)
         )
         planes = {
             (y, x): torch.outer(y_share, x_share)

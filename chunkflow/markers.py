@@ -68,6 +68,8 @@ class DoneMarker:
 
     ``box`` and ``chunk_box`` are ``{"start": [z, y, x], "stop": [z, y, x]}``; ``timings_s`` has
     the seconds of each of ``STAGES``; ``ran_on`` the host, SLURM job and device facts.
+    ``output_sha256`` chains the pieces' sha256 in order (``block_state.chain_digest``): for a
+    block of one piece, the sha256 of its bytes as written, (c, z, y, x) in C order.
     """
 
     block: str
@@ -76,6 +78,8 @@ class DoneMarker:
     skipped: str | None  # "background" for a block not inferred, else None
     patches: int
     voxels: int
+    pieces: int  # the block streamed through memory in this many pieces
+    piece_size: list[int]
     timings_s: dict[str, float]
     ran_on: dict[str, Any]
     model_sha256: str

@@ -48,9 +48,13 @@ def lattice_count(length: int, patch: int, stride: int) -> int:
     return ceil_div(length - patch, stride) + 1
 
 
-def lattice_patches(region: Box, block: Box, geometry: PatchGeometry) -> list[Box]:
-    """Patches of the lattice anchored at ``region``'s start (tiling it) whose output touches ``block``."""
-    per_axis = tuple(
+Intervals = tuple[list[tuple[int, int]], list[tuple[int, int]], list[tuple[int, int]]]
+
+
+def lattice_intervals(region: Box, block: Box, geometry: PatchGeometry) -> Intervals:
+    """Per axis, the output intervals ``(start, stop)`` of the lattice anchored at ``region``'s
+    start (tiling it) that touch ``block``: the patches are every combination of them."""
+    return tuple(  # type: ignore[return-value]
         [(s, s + p) for s in lattice_starts(r0, r1 - r0, p, stride) if s < b1 and s + p > b0]
         for r0, r1, b0, b1, p, stride in zip(
             region.start,
@@ -62,7 +66,16 @@ def lattice_patches(region: Box, block: Box, geometry: PatchGeometry) -> list[Bo
             strict=True,
         )
     )
-    return list(boxes_product(per_axis))
+
+
+def lattice_patches(region: Box, block: Box, geometry: PatchGeometry) -> list[Box]:
+    """Patches of the lattice anchored at ``region``'s start (tiling it) whose output touches ``block``."""
+    return list(boxes_product(lattice_intervals(region, block, geometry)))
+
+
+def exact_intervals(roi: Box, block: Box, geometry: PatchGeometry) -> Intervals:
+    """Per axis, the intervals of the global lattice anchored at the ROI start touching ``block``."""
+    return lattice_intervals(roi, block, geometry)
 
 
 def exact_patches(roi: Box, block: Box, geometry: PatchGeometry) -> list[Box]:
@@ -73,6 +86,11 @@ def exact_patches(roi: Box, block: Box, geometry: PatchGeometry) -> list[Box]:
 def crop_region(block: Box, margin: Vec) -> Box:
     """The output region a ``crop`` chunk predicts: the block grown by the margin on each side."""
     return block.grow(margin)
+
+
+def crop_intervals(block: Box, geometry: PatchGeometry, margin: Vec) -> Intervals:
+    """Per axis, the intervals of the chunk-local lattice of the block + margin touching the block."""
+    return lattice_intervals(crop_region(block, margin), block, geometry)
 
 
 def crop_patches(block: Box, geometry: PatchGeometry, margin: Vec) -> list[Box]:

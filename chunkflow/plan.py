@@ -5,11 +5,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
+
 from chunkflow.errors import ConfigError, VolumeError
-from chunkflow.geometry import Box, Vec, bounding_box, elementwise, misaligned_axes, sub
+from chunkflow.geometry import (
+    Box,
+    Vec,
+    bounding_box,
+    boxes_product,
+    elementwise,
+    minimum,
+    misaligned_axes,
+    sub,
+)
 from chunkflow.grid import Block, BlockGrid, nearest_multiples
+from chunkflow.job_memory import default_piece_size, job_memory_bytes
 from chunkflow.models import check_model_files, model_sha256
-from chunkflow.placement import PatchGeometry, crop_patches, exact_patches, lattice_count
+from chunkflow.placement import (
+    Intervals,
+    PatchGeometry,
+    crop_intervals,
+    exact_intervals,
+    lattice_count,
+)
 from chunkflow.settings import OutputSettings, Settings
 from chunkflow.volumes import (
     Volume,
@@ -49,11 +67,16 @@ class RunPlan:
         ids, n = self.block_ids, self.settings.blocks_per_job
         return [ids[i : i + n] for i in range(0, len(ids), n)]
 
+    def patch_intervals(self, block: Block) -> Intervals:
+        """Per axis, the output intervals of the patches making up ``block``: the patches are
+        every combination of them (``patches``), counted without listing them."""
+        if self.settings.inference.placement == "exact":
+            return exact_intervals(self.roi, block.box, self.geometry)
+        return crop_intervals(block.box, self.geometry, self.settings.inference.crop_margin)
+
     def patches(self, block: Block) -> list[Box]:
         """Output boxes of the patches whose predictions make up ``block``, in a fixed order."""
-        if self.settings.inference.placement == "exact":
-            return exact_patches(self.roi, block.box, self.geometry)
-        return crop_patches(block.box, self.geometry, self.settings.inference.crop_margin)
+        return list(boxes_product(self.patch_intervals(block)))
 
     def chunk_box(self, patches: list[Box]) -> Box:
         """The input box a block reads: its patches' input boxes together."""
@@ -69,6 +92,39 @@ class RunPlan:
             resolution=self.input_info.resolution,
             channels=channels,
         )
+
+    @property
+    def storage_unit(self) -> Vec:
+        """What a block or piece must hold whole: an output chunk, or a shard when sharded."""
+        output = self.settings.output
+        return output.shard_size if output.shard_size is not None else output.chunk_size
+
+    def _memory_args(self) -> tuple[Vec, Vec, int, int, int]:
+        """The geometry and channel counts that set a block job's memory (``job_memory``).
+
+        Without model.output_channels, 4 output channels are assumed."""
+        info = self.input_info
+        itemsize = int(np.dtype(info.dtype).itemsize)
+        channels = self.settings.model.output_channels or 4
+        return (
+            self.geometry.output_size,
+            self.geometry.context,
+            info.channels or 1,
+            itemsize,
+            channels,
+        )
+
+    @cached_property
+    def piece_size(self) -> Vec:
+        """The pieces a block streams through memory in: ``piece_size`` as configured, else the
+        largest that fits ``job_memory.PIECE_BUDGET_BYTES`` (whole storage units)."""
+        if self.settings.piece_size is not None:
+            return minimum(self.settings.piece_size, self.settings.block_size)
+        return default_piece_size(self.settings.block_size, self.storage_unit, *self._memory_args())
+
+    def job_memory_bytes(self) -> int:
+        """The estimated peak memory of one block job (see ``chunkflow.job_memory``)."""
+        return job_memory_bytes(self.piece_size, self.settings.block_size, *self._memory_args())
 
     @cached_property
     def model_sha256(self) -> str:
@@ -126,8 +182,9 @@ def _resolve_roi(settings: Settings, bounds: Box) -> Box:
     return roi
 
 
-def _check_block_size(block_size: Vec, output: OutputSettings) -> None:
-    """Blocks must hold whole storage objects: chunks, or shards when the output is sharded."""
+def _check_block_size(block_size: Vec, output: OutputSettings, key: str = "block_size") -> None:
+    """Blocks (and the pieces they stream in) must hold whole storage objects: chunks, or shards
+    when the output is sharded."""
     unit, name = output.chunk_size, "output.chunk_size"
     if output.shard_size is not None:
         unit, name = output.shard_size, "output.shard_size"
@@ -139,9 +196,15 @@ def _check_block_size(block_size: Vec, output: OutputSettings) -> None:
     upper = [hi if b % c else b for (_, hi), b, c in zip(pairs, block_size, unit, strict=True)]
     options = " or ".join(str(o) for o in dict.fromkeys(map(str, (lower, upper))))
     raise ConfigError(
-        f"block_size {list(block_size)} is not a whole multiple of {name} "
-        f"{list(unit)} along {', '.join(bad)}; nearest valid block sizes: {options}"
+        f"{key} {list(block_size)} is not a whole multiple of {name} "
+        f"{list(unit)} along {', '.join(bad)}; nearest valid {key.removesuffix('_size')} sizes: {options}"
     )
+
+
+def _check_sizes(settings: Settings) -> None:
+    _check_block_size(settings.block_size, settings.output)
+    if settings.piece_size is not None:
+        _check_block_size(settings.piece_size, settings.output, "piece_size")
 
 
 def _check_patch_fits(roi: Box, output_patch: Vec) -> None:
@@ -160,7 +223,7 @@ def make_plan(settings: Settings, input_info: VolumeInfo | None = None) -> RunPl
     check_model_files(settings.model)
     sharded = settings.output.shard_size is not None
     if not sharded:
-        _check_block_size(settings.block_size, settings.output)
+        _check_sizes(settings)
     try:
         backend = output_backend(settings.output.path)
     except VolumeError as err:
@@ -175,7 +238,7 @@ def make_plan(settings: Settings, input_info: VolumeInfo | None = None) -> RunPl
     _check_patch_fits(roi, model.output_patch_size)
     backend.check_layout(settings.output, roi.shape)
     if sharded:  # after the layout check: a shard's shape may depend on the output's
-        _check_block_size(settings.block_size, settings.output)
+        _check_sizes(settings)
     geometry = PatchGeometry(
         model.input_patch_size, model.output_patch_size, settings.inference.overlap
     )
