@@ -21,8 +21,8 @@ demo: $(VENV)/.installed
 
 # `snakemake --lint` runs in the tests (tests/test_lint.py).
 lint: $(VENV)/.installed
-	$(BIN)/ruff format --check chunkflow tests benchmarks
-	$(BIN)/ruff check chunkflow tests benchmarks
+	$(BIN)/ruff format --check chunkflow tests benchmarks workflow/scripts
+	$(BIN)/ruff check chunkflow tests benchmarks workflow/scripts
 
 test: lint
 	$(BIN)/pytest

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from chunkflow import config as config_mod
+from chunkflow.entry import run_main
 from chunkflow.errors import ChunkflowError
 
 log = logging.getLogger("chunkflow")
@@ -22,29 +23,73 @@ def _plan(args: argparse.Namespace):
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
+    if min(args.job_hours, args.voxels_per_second, args.max_jobs) <= 0:
+        raise ChunkflowError("--job-hours, --voxels-per-second and --max-jobs must be positive")
     plan = _plan(args)
-    blocks = plan.blocks
-    counts = [len(plan.patches(b)) for b in blocks]
-    whole = plan.whole_roi_patch_count()
-    s = plan.settings
+    from chunkflow import costs as cost
+
+    s, c = plan.settings, cost.plan_costs(plan)
+    target = cost.JobTarget(args.job_hours, args.voxels_per_second, args.max_jobs)
+    listed = 100_000  # the most blocks --blocks lists: no accidental flood of a terminal
+    if args.blocks and c.blocks > listed:
+        raise ChunkflowError(
+            f"--blocks would list {c.blocks:,} blocks (at most {listed:,}); "
+            "leave it out, or plan a smaller roi"
+        )
     print(f"input   {s.input.path}: {plan.input_info.bounds} (z, y, x), {plan.input_info.dtype}")
     print(f"roi     {plan.roi}, {plan.roi.size:,} voxels")
-    masked = f", {len(blocks)} of them in the mask {s.mask.path}" if s.mask else ""
+    masked = f", {c.blocks:,} of them in the mask {s.mask.path}" if s.mask else ""
+    seconds, memory = cost.snakemake_planning(c.blocks)
     print(
-        f"blocks  {len(plan.grid)} = {' x '.join(map(str, plan.grid.shape))} of "
-        f"{list(s.block_size)}{masked}; {len(plan.job_groups())} jobs of up to "
-        f"{s.blocks_per_job} block(s)"
+        f"blocks  {len(plan.grid):,} = {' x '.join(map(str, plan.grid.shape))} of "
+        f"{list(s.block_size)}{masked}; one job each, `snakemake -n` "
+        f"~{cost.format_seconds(seconds)} and {cost.format_bytes(memory)} to plan them"
     )
+    low, high = c.patches_per_block
     print(
-        f"patches {sum(counts):,} in all, {min(counts)}..{max(counts)} per block; "
-        f"a single whole-ROI pass needs {whole:,} ({sum(counts) / whole:.2f}x), "
-        f"placement {s.inference.placement}"
+        f"patches {c.patches:,} in all, {low}..{high} per block; a single whole-ROI pass needs "
+        f"{c.whole_roi_patches:,} ({c.cost_factor:.2f}x), placement {s.inference.placement}"
     )
+    low, high = map(cost.format_bytes, c.read_bytes_per_block)
+    print(
+        f"read    {cost.format_bytes(c.read_bytes)} of input "
+        f"({c.read_bytes / c.roi_input_bytes:.2f}x the ROI's), {low}..{high} per block, "
+        f"in pieces of {list(plan.piece_size)}"
+    )
+    if c.output_voxel_bytes is None:
+        print(f"write   {c.written_voxels:,} voxels per channel (model.output_channels unset)")
+    else:
+        total, high = (
+            cost.format_bytes(voxels * c.output_voxel_bytes)
+            for voxels in (c.written_voxels, c.written_voxels_per_block)
+        )
+        print(f"write   {total}, up to {high} per block")
     shards = f", shards {list(s.output.shard_size)}" if s.output.shard_size else ""
     print(f"output  {s.output.path}: {s.output.dtype}, chunks {list(s.output.chunk_size)}{shards}")
+    print(
+        f"job     ~{cost.format_bytes(c.job_memory_bytes)} of memory, "
+        f"~{cost.format_seconds(target.job_seconds(s.block_size))} at "
+        f"{target.voxels_per_second:.3g} voxels/s (assumed: --voxels-per-second)"
+    )
+    advice = cost.recommend_block_size(
+        plan.roi.shape, plan.storage_unit, plan.geometry.stride, target
+    )
+    jobs = cost.block_count(plan.roi.shape, advice)
+    print(
+        f"advice  block_size {list(advice)}: {jobs:,} job{'s' * (jobs != 1)} "
+        f"over the ROI, ~{cost.format_seconds(target.job_seconds(advice))} per job "
+        f"(--job-hours {args.job_hours:g}, --max-jobs {args.max_jobs:,})"
+    )
+    if c.blocks > args.max_jobs:
+        print(
+            f"warning: {c.blocks:,} block jobs, more than --max-jobs {args.max_jobs:,}: "
+            f"`snakemake -n` would take ~{cost.format_seconds(seconds)} and "
+            f"~{cost.format_bytes(memory)} to plan them; use a larger block_size (advice above)",
+            file=sys.stderr,
+        )
     if args.blocks:
-        for block, n in zip(blocks, counts, strict=True):
-            print(f"  {block.id}  {block.box}  {n} patches")
+        for block in plan.blocks if s.mask else plan.grid:
+            print(f"  {block.id}  {block.box}  {c.block_patches(block.index)} patches")
 
 
 def cmd_create_output(args: argparse.Namespace) -> None:
@@ -160,8 +205,21 @@ def parser() -> argparse.ArgumentParser:
             cp.add_argument("-c", "--config", default="config/config.yaml", help="config YAML")
         return cp
 
-    command("plan", cmd_plan, "show the block grid and patch counts").add_argument(
-        "--blocks", action="store_true", help="list every block"
+    pl = command("plan", cmd_plan, "show the block grid, its costs and a block size to use")
+    pl.add_argument("--blocks", action="store_true", help="list every block")
+    pl.add_argument("--job-hours", type=float, default=1.0, help="target job length (default 1)")
+    pl.add_argument(
+        "--voxels-per-second",
+        type=float,
+        default=5e7,
+        help="output voxels one job writes per second (default 5e7: an assumption for a 3D U-Net "
+        "on one GPU; measure yours: `chunkflow summary`, Mvoxel/s per job)",
+    )
+    pl.add_argument(
+        "--max-jobs",
+        type=int,
+        default=20_000,
+        help="most block jobs to plan (default 20000: a minute of `snakemake -n`)",
     )
     command(
         "create-output", cmd_create_output, "create the output store (or check an existing one)"
@@ -199,19 +257,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-    )
-    try:
-        args.func(args)
-    except ChunkflowError as err:
-        print(f"chunkflow: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # a path that cannot be written or read: no traceback for that
-        print(f"chunkflow: error: {err}; check the path and its permissions", file=sys.stderr)
-        return 1
-    return 0
+    return run_main(lambda: args.func(args), args.verbose)
 
 
 if __name__ == "__main__":

@@ -201,7 +201,8 @@ def parse(config: dict[str, Any]) -> Settings:
         raise ConfigError(
             "blocks_per_job is gone: a block job streams its block through memory piece by "
             "piece, so make block_size larger (piece_size bounds the memory), or group small "
-            "block jobs with snakemake --group-components blocks=<n>; remove blocks_per_job"
+            "block jobs with snakemake --groups infer_block=blocks --group-components "
+            "blocks=<n>; remove blocks_per_job"
         )
     data = validate(config)
     model, inference, roi = data["model"], data["inference"], data.get("roi", {})
@@ -264,6 +265,7 @@ def parse(config: dict[str, Any]) -> Settings:
         state_dir=data["state_dir"],
         piece_size=vec(data["piece_size"]) if "piece_size" in data else None,
         mask=MaskSettings(**data["mask"]) if "mask" in data else None,
+        job_voxels_per_second=float(data["job"]["voxels_per_second"]),
     )
 
 

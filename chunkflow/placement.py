@@ -48,6 +48,23 @@ def lattice_count(length: int, patch: int, stride: int) -> int:
     return ceil_div(length - patch, stride) + 1
 
 
+def lattice_window(
+    start: int, length: int, patch: int, stride: int, lo: int, hi: int
+) -> tuple[int, int, int]:
+    """``(count, first, last)`` of the ``lattice_starts`` lying in ``[lo, hi)``, without listing
+    them (``(0, lo, lo)`` when none does)."""
+    end = start + max(0, length - patch)  # the last start, shifted back to end at the range end
+    regular = lattice_count(length, patch, stride) - 1  # the starts before it, ``stride`` apart
+    k_lo = max(0, ceil_div(lo - start, stride))
+    k_hi = min(regular, max(0, ceil_div(hi - start, stride)))
+    count = max(0, k_hi - k_lo)
+    first = start + k_lo * stride if count else end
+    last = start + (k_hi - 1) * stride
+    if lo <= end < hi:
+        return count + 1, first, end
+    return (count, first, last) if count else (0, lo, lo)
+
+
 Intervals = tuple[list[tuple[int, int]], list[tuple[int, int]], list[tuple[int, int]]]
 
 

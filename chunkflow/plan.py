@@ -62,11 +62,6 @@ class RunPlan:
     def block_ids(self) -> list[str]:
         return [block.id for block in self.blocks]
 
-    def job_groups(self) -> list[list[str]]:
-        """The block ids of each job: ``blocks_per_job`` consecutive blocks (z, y, x order)."""
-        ids, n = self.block_ids, self.settings.blocks_per_job
-        return [ids[i : i + n] for i in range(0, len(ids), n)]
-
     def patch_intervals(self, block: Block) -> Intervals:
         """Per axis, the output intervals of the patches making up ``block``: the patches are
         every combination of them (``patches``), counted without listing them."""

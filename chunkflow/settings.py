@@ -77,11 +77,12 @@ class Settings:
     state_dir: str
     piece_size: Vec | None = None
     mask: MaskSettings | None = None
+    job_voxels_per_second: float = 5e7
 
     def result_fingerprint(self, model_sha256: str) -> str:
         """A hash of every setting that can change the written numbers, and of the model file.
 
-        Batch size, device, threads, the piece size, the mask (which picks blocks, not their
+        Batch size, device, threads, the piece size, the job's resources, the mask (which picks blocks, not their
         values) and the state directory are left out: changing them must not rerun finished
         blocks. Without test-time augmentation, ``tta`` and ``model.affinity_axes`` cannot change
         the numbers and are left out too.

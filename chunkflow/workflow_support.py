@@ -74,22 +74,17 @@ class WorkflowPlan:
         )
 
     @property
-    def job_groups(self) -> list[list[str]]:
-        return self.plan.job_groups()
-
     def job_mem_mb(self) -> int:
-        """A generous estimate of a block job's memory: chunks, accumulators, model, runtime.
+        """A block job's memory request: the estimate from the piece size (``job_memory``)."""
+        return math.ceil(self.plan.job_memory_bytes() / 2**20)
 
-        A job of several blocks holds up to two chunks (the next one is read ahead) and two
-        results (the previous one is being written)."""
-        block = self.plan.grid.block((0, 0, 0))  # the first block is never cut short
-        patches = self.plan.patches(block)
-        chunk_voxels = self.plan.chunk_box(patches).size * (self.plan.input_info.channels or 1)
-        channels = self.plan.settings.model.output_channels or 4
-        copies = 1 if self.plan.settings.blocks_per_job == 1 else 2
-        data_bytes = copies * (8 * chunk_voxels + 4 * block.box.size * channels)
-        data_bytes += 4 * block.box.size * channels  # the float32 weighted sum
-        return 2048 + math.ceil(2 * data_bytes / 2**20)  # 2 GB: PyTorch, CUDA context, model
+    @property
+    def job_runtime_min(self) -> int:
+        """A block job's runtime request on its first attempt: 10 minutes for start-up, plus
+        twice the block's voxels at ``job.voxels_per_second``."""
+        settings = self.plan.settings
+        block_voxels = math.prod(settings.block_size)
+        return 10 + math.ceil(2 * block_voxels / settings.job_voxels_per_second / 60)
 
 
 def _write_if_changed(path: Path, text: str) -> None:

@@ -146,11 +146,11 @@ def elsewhere(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("elsewhere")
 
 
-def snakemake_cmd(run_dir: Path, *args: str) -> list[str]:
+def snakemake_cmd(run_dir: Path, *args: str, snakefile: Path = SNAKEFILE) -> list[str]:
     return [
         str(SNAKEMAKE),
         "-s",
-        str(SNAKEFILE),
+        str(snakefile),
         "-d",
         str(run_dir),
         "--configfile",
@@ -161,9 +161,16 @@ def snakemake_cmd(run_dir: Path, *args: str) -> list[str]:
     ]
 
 
-def snakemake(run_dir: Path, env: dict[str, str], cwd: Path, *args: str, ok: bool = True) -> Result:
+def snakemake(
+    run_dir: Path,
+    env: dict[str, str],
+    cwd: Path,
+    *args: str,
+    ok: bool = True,
+    snakefile: Path = SNAKEFILE,
+) -> Result:
     proc = subprocess.run(
-        snakemake_cmd(run_dir, *args),
+        snakemake_cmd(run_dir, *args, snakefile=snakefile),
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -394,6 +401,37 @@ def test_rerun_does_nothing(finished, run_env, elsewhere):
 def test_copied_run_is_up_to_date(finished, tmp_path, run_env, elsewhere):
     run_dir = copy_run(finished[0], tmp_path / "run")
     assert job_counts(snakemake(run_dir, run_env, elsewhere, "-n").text) == {}
+
+
+def test_edited_scripts_rerun_nothing(finished, tmp_path, run_env, elsewhere):
+    """Every rule runs its script in workflow/scripts/ through `shell:`, named in the command's
+    text only as {params.script}, a Path (the params trigger skips it). So neither an edited
+    script nor a copy of the workflow elsewhere changes what Snakemake's "code" and "params"
+    rerun triggers compare: a finished run stays finished."""
+    run_dir = copy_run(finished[0], tmp_path / "run")
+    workflow = tmp_path / "deployed" / "workflow"  # the repo's stays untouched
+    shutil.copytree(REPO / "workflow", workflow, ignore=shutil.ignore_patterns("__pycache__"))
+    snakefile = workflow / "Snakefile"
+    scripts = sorted((workflow / "scripts").glob("*.py"))
+
+    planned = snakemake(run_dir, run_env, elsewhere, "-n", "-p", "--forceall", snakefile=snakefile)
+    commands = re.findall(r"^Shell command: (.+)$", planned.text, flags=re.M)
+    commands = [c for c in commands if c != "None"]  # rule all
+    assert len(commands) == 1 + N_BLOCKS + 1, planned.text
+    used = set()
+    for command in commands:
+        python, script = command.split()[:2]
+        assert python == "python", command  # the one first on PATH: Snakemake's (prepare())
+        assert Path(script).parent == workflow / "scripts", command
+        used.add(Path(script).name)
+    assert used == {"create_output.py", "infer_block.py", "summary.py"}
+    assert used < {p.name for p in scripts}  # finish_output.py: HDF5 outputs only
+
+    for script in scripts:
+        script.write_text(script.read_text() + "# an edit that changes nothing\n")
+    dry = snakemake(run_dir, run_env, elsewhere, "-n", snakefile=snakefile)
+    assert job_counts(dry.text) == {}, dry.text
+    assert "Nothing to be done" in dry.text
 
 
 def test_deleted_marker_reruns_that_block_only(finished, expected, tmp_path, run_env, elsewhere):

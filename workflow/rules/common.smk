@@ -1,4 +1,5 @@
 import sys
+from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -15,3 +16,14 @@ except ChunkflowError as err:
 # defaults (and validates again, which cannot fail now).
 validate(config, "../schemas/config.schema.yaml")
 
+# Each rule's code is a script in scripts/, given as params.script and run through `shell:` by
+# `python` (prepare() put the bin folder of the Python that runs Snakemake first on PATH). Editing
+# a script reruns no finished job: its content is no input, and the shell command's text
+# (Snakemake's "code" rerun trigger) names it only as {params.script}. The path is a Path, not a
+# str: Snakemake's params trigger records plain values only (str, int, list, ...), so moving or
+# deploying the workflow elsewhere reruns nothing either. tests/test_workflow.py checks both.
+SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
+
+
+wildcard_constraints:
+    block=r"z\d+_y\d+_x\d+",

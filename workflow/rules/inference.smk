@@ -10,40 +10,38 @@ rule create_output:
     output:
         RUN.output_record,
     params:
+        script=SCRIPTS / "create_output.py",
         config=RUN.config_path,
     log:
         RUN.log("create_output"),
     shell:
-        "chunkflow create-output --config {params.config} --record {output} > {log} 2>&1"
+        "python {params.script:q} --config {params.config} --record {output} > {log} 2>&1"
 
 
-# One rule per job: its outputs are the done-markers of its blocks (blocks_per_job of them), so
-# each block stays a target of its own. The job's blocks are named by its outputs, and the shell
-# command is the same for every job: regrouping blocks reruns nothing.
-JOB_MEM_MB = RUN.job_mem_mb()  # once, not once per rule
-
-
-for job_blocks in RUN.job_groups:
-
-    rule:
-        name:
-            f"infer_{job_blocks[0]}"
-        input:
-            ancient(RUN.output_record),
-            model=ancient(config["model"]["path"]),
-        output:
-            [RUN.marker(block) for block in job_blocks],
-        params:
-            config=RUN.config_path,
-            fingerprint=RUN.fingerprint,
-        threads: RUN.plan.settings.inference.threads
-        resources:
-            mem_mb=JOB_MEM_MB,
-        log:
-            RUN.log("infer_block", job_blocks[0]),
-        shell:
-            "chunkflow run-block --config {params.config} --expect-fingerprint {params.fingerprint}"
-            " {output} > {log} 2>&1"
+# One rule for every block: its output is the block's done-marker, so each block is a target of
+# its own, and SLURM job arrays (which batch by rule) take all of them. A block job streams its
+# block through memory piece by piece: its memory follows from the piece size, its runtime from
+# the block's voxels (see chunkflow/workflow_support.py). Small blocks can share a SLURM job:
+# --groups infer_block=blocks --group-components blocks=<n>.
+rule infer_block:
+    input:
+        ancient(RUN.output_record),
+        model=ancient(config["model"]["path"]),
+    output:
+        RUN.marker_pattern,
+    params:
+        script=SCRIPTS / "infer_block.py",
+        config=RUN.config_path,
+        fingerprint=RUN.fingerprint,
+    threads: RUN.plan.settings.inference.threads
+    resources:
+        mem_mb=RUN.job_mem_mb,
+        runtime=lambda wildcards, attempt: RUN.job_runtime_min * attempt,
+    log:
+        RUN.log("infer_block", "{block}"),
+    shell:
+        "python {params.script:q} --config {params.config}"
+        " --expect-fingerprint {params.fingerprint} {output} > {log} 2>&1"
 
 
 # Only formats that assemble their blocks ask for it (rule all): HDF5 builds its virtual dataset.
@@ -53,11 +51,12 @@ rule finish_output:
     output:
         RUN.finish_record,
     params:
+        script=SCRIPTS / "finish_output.py",
         config=RUN.config_path,
     log:
         RUN.log("finish_output"),
     shell:
-        "chunkflow finish-output --config {params.config} --record {output} > {log} 2>&1"
+        "python {params.script:q} --config {params.config} --record {output} > {log} 2>&1"
 
 
 rule summary:
@@ -67,12 +66,13 @@ rule summary:
         json=RUN.summary_json,
         text=RUN.summary_text,
     params:
+        script=SCRIPTS / "summary.py",
         config=RUN.config_path,
     log:
         RUN.log("summary"),
     shell:
-        "chunkflow summary --config {params.config} --json {output.json} --text {output.text}"
-        " > {log} 2>&1"
+        "python {params.script:q} --config {params.config} --json {output.json}"
+        " --text {output.text} > {log} 2>&1"
 
 
 onsuccess:
