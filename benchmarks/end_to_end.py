@@ -1,15 +1,15 @@
 """End to end: the demo through the real Snakemake workflow, against its bare forward passes.
 
-Runs the demo config (8 blocks; ``--shape`` makes the synthetic volume larger, for more blocks of
-the same size) with Snakemake from scratch, for each ``blocks_per_job`` asked for, and times the
-run (wall clock, Snakemake's start-up and DAG included). Then, in this process, times the bare
+Runs the demo config (``--shape`` makes the synthetic volume larger) with Snakemake from scratch,
+for each ``--block-size`` asked for (one job per block, each streaming its block in pieces), and
+times the run (wall clock, Snakemake's start-up and DAG included). Then, in this process, times the bare
 batched forward passes of every block's patches (same model, batch size, device, threads).
 Prints, per run, the sum of the forward times ÷ the wall time: the share of the run the network
 itself is computing (1.0 would be a run that only does forward passes, one job at a time). With
 ``--cores`` jobs at once the ratio can exceed 1.
 
-    .venv/bin/python benchmarks/end_to_end.py [--blocks-per-job 1 8] [--cores 1]
-        [--shape 64 512 512]
+    .venv/bin/python benchmarks/end_to_end.py [--block-size 32 256 256 --block-size 64 512 512]
+        [--cores 1] [--threads 1] [--shape 64 512 512]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import yaml
 from common import patch_batches, sync
 
 from chunkflow import config as config_mod
-from chunkflow.block import read_chunk
+from chunkflow.block import read_patch_input
 from chunkflow.demo import DEMO_SHAPE, write_demo
 from chunkflow.devices import resolve_device
 from chunkflow.dtypes import scale_input
@@ -42,9 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def demo_config(run_dir: Path, blocks_per_job: int, threads: int) -> dict:
+def demo_config(run_dir: Path, block_size: list[int], threads: int) -> dict:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["blocks_per_job"] = blocks_per_job
+    config["block_size"] = block_size
     config["inference"]["threads"] = threads
     config["model"]["path"] = str(run_dir / "resources/demo/boundary_net.pt2")
     config["input"]["path"] = str(run_dir / "resources/demo/raw.zarr")
@@ -81,7 +81,8 @@ def forward_seconds(config: dict) -> float:
     geometry, batch = plan.geometry, settings.inference.batch_size
     total = 0.0
     for block in plan.blocks:
-        patches, chunk_box, raw = read_chunk(plan, volume, block)  # as the block jobs read it
+        patches = plan.patches(block)
+        chunk_box, raw = read_patch_input(plan, volume, patches, block.id)  # as a block job reads
         chunk = scale_input(raw, settings.input.scale)
         batches = patch_batches(chunk, chunk_box, patches, geometry, batch, device)
         start = time.perf_counter()
@@ -97,13 +98,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--blocks-per-job", type=int, nargs="+", default=[1, 8])
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        nargs=3,
+        action="append",
+        metavar=("Z", "Y", "X"),
+        help="a block size to run (repeat for several; default 32 256 256 and 64 512 512)",
+    )
     parser.add_argument("--cores", type=int, default=1, help="snakemake --cores")
     parser.add_argument("--threads", type=int, default=1, help="inference.threads per job")
     parser.add_argument(
         "--shape", type=int, nargs=3, default=list(DEMO_SHAPE), help="the volume's z y x"
     )
     args = parser.parse_args()
+    block_sizes = args.block_size or [[32, 256, 256], [64, 512, 512]]
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as the block jobs do
     print(
@@ -115,14 +124,19 @@ def main() -> None:
         run_dir = Path(tmp)
         write_demo(run_dir / "resources" / "demo", tuple(args.shape))
         print(
-            f"{'blocks/job':>10} {'jobs':>5} {'wall s':>8} {'forward s':>10} {'forward/wall':>12}"
+            f"{'block size':>14} {'piece size':>14} {'jobs':>5} {'wall s':>8} {'forward s':>10} "
+            f"{'forward/wall':>12}"
         )
-        for n in args.blocks_per_job:
-            config = demo_config(run_dir, n, args.threads)
+        for block_size in block_sizes:
+            config = demo_config(run_dir, block_size, args.threads)
             wall = workflow_seconds(run_dir, config, args.cores)
             forward = forward_seconds(config)
-            jobs = len(make_plan(config_mod.parse(config)).job_groups())
-            print(f"{n:>10} {jobs:>5} {wall:>8.2f} {forward:>10.2f} {forward / wall:>12.2f}")
+            plan = make_plan(config_mod.parse(config))
+            sizes = ["x".join(map(str, s)) for s in (block_size, plan.piece_size)]
+            print(
+                f"{sizes[0]:>14} {sizes[1]:>14} {len(plan.grid):>5} {wall:>8.2f} {forward:>10.2f} "
+                f"{forward / wall:>12.2f}"
+            )
 
 
 if __name__ == "__main__":

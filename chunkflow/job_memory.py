@@ -69,8 +69,9 @@ def default_piece_size(
     output_channels: int,
     budget: int = PIECE_BUDGET_BYTES,
 ) -> Vec:
-    """The largest piece within ``budget``: the block, halved along its longest axis (in whole
-    storage ``unit``s) until its data fits, or one unit."""
+    """The largest piece within ``budget``: the block, halved (in whole storage ``unit``s) along
+    the axis where it is longest in output patches, until its data fits, or one unit. Pieces so
+    keep the shape of a patch, which keeps the sums they carry to each other small."""
     piece = block
     while (
         piece_bytes(
@@ -79,7 +80,7 @@ def default_piece_size(
         > budget
     ):
         units = [ceil_div(p, u) for p, u in zip(piece, unit, strict=True)]
-        axis = max(range(3), key=lambda a: (units[a] > 1, piece[a]))
+        axis = max(range(3), key=lambda a: (units[a] > 1, piece[a] / output_patch[a]))
         if units[axis] == 1:
             break
         smaller = list(piece)
