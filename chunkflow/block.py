@@ -8,15 +8,15 @@ import os
 import socket
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from chunkflow import __version__
-from chunkflow.block_state import BlockState, Progress, chain_digest
+from chunkflow.block_state import BlockState, Progress, chain_digest, input_digest
 from chunkflow.dtypes import scale_input, to_output_dtype
-from chunkflow.errors import ConfigError, VolumeError
+from chunkflow.errors import ConfigError, ModelError, VolumeError
 from chunkflow.geometry import Box
 from chunkflow.grid import Block
 from chunkflow.markers import DoneMarker
@@ -71,12 +71,13 @@ def read_patch_input(
 
 @dataclass(frozen=True)
 class _Input:
-    """A piece's input, read: its patches, their input box, and the input as stored (None for
-    a piece that computes no patch)."""
+    """A piece's input, read: its patches, their input box, the input as stored and its digest
+    (None for a piece that computes no patch)."""
 
     patches: list[Box]
     chunk_box: Box | None
     raw: np.ndarray | None
+    digest: str | None
     seconds: float
 
 
@@ -155,7 +156,7 @@ class BlockRunner:
         if progress.written == 0:
             first = self._read(layout, pieces[0])
             clock.read += first.seconds
-            progress = Progress(skipped=self._all_background(layout, first, clock))
+            progress = self._all_background(layout, first, clock)
         if progress.skipped:
             progress = self._write_zeros(layout, state, progress, clock)
         else:
@@ -192,24 +193,28 @@ class BlockRunner:
         started = time.time()
         patches = layout.patches(piece)
         if not patches:
-            return _Input(patches, None, None, time.time() - started)
+            return _Input(patches, None, None, None, time.time() - started)
         where = f"block {layout.block.id}, piece {piece.id}"
         chunk_box, raw = read_patch_input(self.plan, self._input, patches, where)
-        return _Input(patches, chunk_box, raw, time.time() - started)
+        return _Input(patches, chunk_box, raw, input_digest(raw), time.time() - started)
 
-    def _all_background(self, layout: PieceLayout, first: _Input, clock: _Clock) -> bool:
-        """Whether the block's whole input is background (``input.background``), reading the
-        pieces' inputs only until one is not (``first``, piece 0's, is read already)."""
+    def _all_background(self, layout: PieceLayout, first: _Input, clock: _Clock) -> Progress:
+        """A skipped block's progress if the block's whole input is background
+        (``input.background``), else none: the pieces' inputs are read only until one is not
+        (``first``, piece 0's, is read already)."""
         background = self.plan.settings.input.background
         if background is None:
-            return False
+            return Progress()
+        chain = None
         for piece in layout.pieces:
             read = first if piece == layout.pieces[0] else self._read(layout, piece)
             if read is not first:
                 clock.read += read.seconds
-            if read.raw is not None and not np.all(read.raw == background):
-                return False
-        return True
+            if read.raw is not None:
+                if not np.all(read.raw == background):
+                    return Progress()
+                chain = chain_digest(chain, read.digest)
+        return Progress(skipped=True, input_digest=chain)
 
     def _compute_pieces(
         self,
@@ -251,7 +256,9 @@ class BlockRunner:
                     result,
                     outgoing,
                     sources,
-                    progress,
+                    replace(progress, input_digest=chain_digest(progress.input_digest, read.digest))
+                    if read.digest
+                    else progress,
                     clock,
                 )
                 if streamed:
@@ -300,7 +307,26 @@ class BlockRunner:
             for target in layout.targets(piece)
         }
         own = total[(slice(None), *piece.box.slices(reach.start))]
+        self._check_finite(layout, piece, own)
         return to_output_dtype(own, self.plan.settings.output.dtype), outgoing, sources
+
+    def _check_finite(self, layout: PieceLayout, piece: Block, values: np.ndarray) -> None:
+        """Fail the block on a NaN or infinite prediction; with ``inference.non_finite: zero``
+        write 0 there instead."""
+        bad = ~np.isfinite(values)
+        if not bad.any():
+            return
+        if self.plan.settings.inference.non_finite == "zero":
+            values[bad] = 0.0
+            return
+        first = np.unravel_index(int(np.flatnonzero(bad)[0]), values.shape)
+        where = [int(s + i) for s, i in zip(piece.box.start, first[1:], strict=True)]
+        raise ModelError(
+            f"block {layout.block.id}: the model '{self.plan.settings.model.path}' predicted "
+            f"{int(bad.sum()):,} NaN or infinite values in {piece.box} (the first at {where}, "
+            f"channel {int(first[0])}); fix the model or its input, or set inference.non_finite: "
+            "zero to write 0 there"
+        )
 
     def _write_piece(
         self,
@@ -317,8 +343,8 @@ class BlockRunner:
         started = time.time()
         self._output.write(piece.box, self._layout_of(result))
         digest = hashlib.sha256(np.ascontiguousarray(result).tobytes()).hexdigest()
-        progress = Progress(
-            progress.written + 1, chain_digest(progress.digest, digest), progress.skipped
+        progress = replace(
+            progress, written=progress.written + 1, digest=chain_digest(progress.digest, digest)
         )
         if state is not None:
             for target, carried in outgoing.items():
@@ -367,6 +393,7 @@ class BlockRunner:
             chunkflow_version=__version__,
             output_dtype=self._output.info.dtype,
             output_sha256=progress.digest,
+            input_digest=progress.input_digest,
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
         marker.write(plan.settings.state_dir)

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def chain_digest(previous: str | None, piece_sha256: str) -> str:
     """The block's output checksum after one more piece: the first piece's sha256, then
     sha256(previous digest + this piece's digest), in piece order. A block of one piece has
-    the sha256 of its bytes."""
+    the sha256 of its bytes. (The input digest chains the pieces' input digests the same way.)"""
     if previous is None:
         return piece_sha256
     return hashlib.sha256(bytes.fromhex(previous) + bytes.fromhex(piece_sha256)).hexdigest()
@@ -39,11 +39,18 @@ def chain_digest(previous: str | None, piece_sha256: str) -> str:
 
 @dataclass(frozen=True)
 class Progress:
-    """How far a block got: pieces written (in order), and the checksum chain over them."""
+    """How far a block got: pieces written (in order), the checksum chain over their output,
+    and the digest chain over the input they read (``input_digest``)."""
 
     written: int = 0
     digest: str | None = None
     skipped: bool = False
+    input_digest: str | None = None
+
+
+def input_digest(raw: np.ndarray) -> str:
+    """A cheap digest of a piece's input as stored (blake2b, 128 bits)."""
+    return hashlib.blake2b(np.ascontiguousarray(raw).data, digest_size=16).hexdigest()
 
 
 class BlockState:
@@ -70,7 +77,13 @@ class BlockState:
         if not isinstance(data, dict) or any(data.get(k) != v for k, v in self._identity.items()):
             self.clear()
             return Progress()
-        return Progress(data["written"], data["digest"], data.get("skipped", False))
+        try:
+            return Progress(
+                **{k: data[k] for k in ("written", "digest", "skipped", "input_digest")}
+            )
+        except KeyError:
+            self.clear()
+            return Progress()
 
     def missing_carries(self, pairs: list[tuple[Block, Block]]) -> list[str]:
         """The carried sums of ``pairs`` (source, target) that are not on disk."""
@@ -82,12 +95,7 @@ class BlockState:
         """Count pieces as written: after their output and their carried sums are stored."""
         write_json_atomic(
             self._progress_file,
-            {
-                **self._identity,
-                "written": progress.written,
-                "digest": progress.digest,
-                "skipped": progress.skipped,
-            },
+            {**self._identity, **asdict(progress)},
         )
 
     def save_carry(self, source: Block, target: Block, partial: np.ndarray) -> None:

@@ -261,6 +261,7 @@ def parse(config: dict[str, Any]) -> Settings:
             precision=inference["precision"],
             threads=inference["threads"],
             tta=inference["tta"],
+            non_finite=inference["non_finite"],
         ),
         state_dir=data["state_dir"],
         piece_size=vec(data["piece_size"]) if "piece_size" in data else None,

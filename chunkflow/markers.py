@@ -87,6 +87,7 @@ class DoneMarker:
     chunkflow_version: str
     output_dtype: str
     output_sha256: str
+    input_digest: str | None  # the pieces' input digests chained (None: no patch read input)
     finished: str  # ISO 8601, local time with offset
 
     def to_json(self) -> dict[str, Any]:

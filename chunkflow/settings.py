@@ -55,6 +55,7 @@ class InferenceSettings:
     precision: str
     threads: int
     tta: str = "none"
+    non_finite: str = "fail"
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ class Settings:
         model = {**asdict(self.model), "sha256": model_sha256}
         if self.inference.tta == "none":
             inference.pop("tta")
+        if self.inference.non_finite == "fail":  # the default: earlier fingerprints stay valid
+            inference.pop("non_finite")
             model.pop("affinity_axes")
         relevant = {
             "input": asdict(self.input),
