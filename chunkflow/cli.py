@@ -23,13 +23,16 @@ def _plan(args: argparse.Namespace):
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    if min(args.job_hours, args.voxels_per_second, args.max_jobs) <= 0:
+    given = args.voxels_per_second is not None
+    if args.job_hours <= 0 or args.max_jobs <= 0 or (given and args.voxels_per_second <= 0):
         raise ChunkflowError("--job-hours, --voxels-per-second and --max-jobs must be positive")
     plan = _plan(args)
     from chunkflow import costs as cost
 
     s, c = plan.settings, cost.plan_costs(plan)
-    target = cost.JobTarget(args.job_hours, args.voxels_per_second, args.max_jobs)
+    rate = args.voxels_per_second if given else s.job_voxels_per_second
+    source = "--voxels-per-second" if given else "job.voxels_per_second"
+    target = cost.JobTarget(args.job_hours, rate, args.max_jobs)
     listed = 100_000  # the most blocks --blocks lists: no accidental flood of a terminal
     if args.blocks and c.blocks > listed:
         raise ChunkflowError(
@@ -69,7 +72,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
     print(
         f"job     ~{cost.format_bytes(c.job_memory_bytes)} of memory, "
         f"~{cost.format_seconds(target.job_seconds(s.block_size))} at "
-        f"{target.voxels_per_second:.3g} voxels/s (assumed: --voxels-per-second)"
+        f"{rate:.3g} voxels/s ({source}, an estimate: `chunkflow summary` measures it)"
     )
     advice = cost.recommend_block_size(
         plan.roi.shape, plan.storage_unit, plan.geometry.stride, target
@@ -211,9 +214,9 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument(
         "--voxels-per-second",
         type=float,
-        default=5e7,
-        help="output voxels one job writes per second (default 5e7: an assumption for a 3D U-Net "
-        "on one GPU; measure yours: `chunkflow summary`, Mvoxel/s per job)",
+        help="output voxels one job writes per second (default: the config's "
+        "job.voxels_per_second, 5e7 unless set: an assumption for a 3D U-Net on one GPU; "
+        "`chunkflow summary` measures it, Mvoxel/s per job)",
     )
     pl.add_argument(
         "--max-jobs",

@@ -137,9 +137,9 @@ class JobTarget:
     writes per second, overlaps included: `chunkflow summary`'s "per job" throughput), and at
     most ``max_jobs`` of them (Snakemake plans ~2×10^4 jobs a minute)."""
 
-    hours: float = 1.0
-    voxels_per_second: float = 5e7
-    max_jobs: int = 20_000
+    hours: float
+    voxels_per_second: float
+    max_jobs: int
 
     @property
     def voxels(self) -> float:
