@@ -3,8 +3,10 @@ voxels), for block sizes giving 10^3 to 8.4 × 10^6 blocks.
 
 Makes an empty zarr v3 uint8 array of that shape (metadata only: no chunk is written) and the
 demo model, then runs each measured command (``MEASURES``) in a fresh process per block size,
-timing it and reading its peak RSS (``os.wait4``). Prints a table: blocks, then seconds and peak
-MB per measured command. Goal: `chunkflow plan` ≤ 10 s at every size on a 2-core machine.
+timing it and reading its peak RSS (``os.wait4``): `chunkflow plan`, and `snakemake -n` of the
+whole workflow up to ``DRY_RUN_MAX_BLOCKS``. Prints a table: blocks, then seconds and peak MB
+per measured command. Goals on a 2-core machine: `chunkflow plan` ≤ 10 s at every size;
+`snakemake -n` ≤ 60 s and ≤ 2 GB for 16k blocks.
 
     .venv/bin/python benchmarks/plan_scale.py [--block-sizes 1024 8192 8192 128 1024 1024 ...]
 """
@@ -29,6 +31,7 @@ from chunkflow.costs import block_count
 from chunkflow.geometry import Vec, vec
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 SHAPE = (16384, 262144, 262144)
 CHUNKS = (128, 1024, 1024)
 BLOCK_SIZES = [  # about 1e3, 1e4, 1e5, 1e6 and 8.4e6 blocks
@@ -58,9 +61,31 @@ def chunkflow_plan(run_dir: Path, config: Path) -> tuple[float, float]:
     return measured([str(BIN / "chunkflow"), "plan", "--config", str(config)], run_dir)
 
 
-# the commands timed per block size: (column name, run it on a run directory and config file)
-MEASURES: list[tuple[str, Callable[[Path, Path], tuple[float, float]]]] = [
+DRY_RUN_MAX_BLOCKS = 150_000  # beyond, `snakemake -n` takes many minutes and GBs: not run
+
+
+def snakemake_dry_run(run_dir: Path, config: Path) -> tuple[float, float] | None:
+    """`snakemake -n` of the whole workflow (one job per block), None above DRY_RUN_MAX_BLOCKS."""
+    block_size = yaml.safe_load(config.read_text())["block_size"]
+    if block_count(SHAPE, block_size) > DRY_RUN_MAX_BLOCKS:
+        return None
+    # Snakemake imports every executor plugin, and the SLURM plugin runs `scontrol` at import:
+    # where a SLURM client has no controller that waits 10 s. A dry run needs no SLURM.
+    stub = run_dir / "bin" / "scontrol"
+    stub.parent.mkdir(exist_ok=True)
+    stub.write_text("#!/bin/sh\nexit 1\n")
+    stub.chmod(0o755)
+    os.environ["PATH"] = os.pathsep.join([str(stub.parent), str(BIN), os.environ["PATH"]])
+    command = [str(BIN / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile")]
+    command += ["-d", str(run_dir), "--configfile", str(config), "-n", "--quiet", "all"]
+    return measured(command, run_dir)
+
+
+# the commands timed per block size: (column name, run it on a run directory and config file;
+# None where it is not run)
+MEASURES: list[tuple[str, Callable[[Path, Path], tuple[float, float] | None]]] = [
     ("chunkflow plan", chunkflow_plan),
+    ("snakemake -n", snakemake_dry_run),
 ]
 
 
@@ -109,8 +134,10 @@ def main() -> None:
             config = write_config(run_dir, size)
             row = ["×".join(map(str, size)), f"{block_count(SHAPE, size):,}"]
             for _, measure in MEASURES:
-                seconds, peak = measure(run_dir, config)
-                row += [f"{seconds:.2f}", f"{peak:.0f}"]
+                result = measure(run_dir, config)
+                row += (
+                    ["not run"] * 2 if result is None else [f"{result[0]:.2f}", f"{result[1]:.0f}"]
+                )
             print("| " + " | ".join(row) + " |", flush=True)
 
 
