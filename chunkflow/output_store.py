@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from chunkflow.errors import VolumeError
 from chunkflow.geometry import Box
+from chunkflow.grid import BlockGrid
 from chunkflow.plan import RunPlan
 from chunkflow.volumes import Volume, output_backend, refuse_mismatch
 
@@ -58,12 +59,14 @@ def needs_finish(plan: RunPlan) -> bool:
 
 
 def finish_output(plan: RunPlan) -> Volume:
-    """Make the output whole over every block of the plan; the output must match the plan."""
+    """Make the output whole over every piece of every block of the plan (HDF5: a part file
+    each); the output must match the plan."""
     volume = plan.existing_output()
     if volume is None:
         raise VolumeError(
             f"output '{plan.settings.output.path}' does not exist; the workflow's create_output "
             "rule (or `chunkflow create-output`) makes it"
         )
-    volume.finish([block.box for block in plan.blocks])
+    pieces = [BlockGrid(block.box, plan.piece_size) for block in plan.blocks]
+    volume.finish([piece.box for grid in pieces for piece in grid])  # each written on its own
     return volume

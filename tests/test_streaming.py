@@ -280,3 +280,14 @@ def test_the_memory_estimate_bounds_the_measured_peak(tmp_path):
     added = measured[large] - measured[small]
     assert 0 < added <= estimated[large] - estimated[small], (measured, estimated)
     assert estimated[large] - RUNTIME_BYTES <= 4 * (measured[large] - measured[small] + 64 << 20)
+
+
+@pytest.mark.parametrize("output", ["out.h5:/prediction", "precomputed://file://{tmp}/out"])
+def test_streamed_blocks_in_hdf5_and_precomputed_outputs(small_config, tmp_path, output):
+    """HDF5 writes a part file per piece (the virtual dataset maps them all), precomputed whole
+    chunks per piece: both read back as the unstreamed run."""
+    path = output.format(tmp=tmp_path) if "://" in output else str(tmp_path / output)
+    config = config_with(small_config, **{"output.path": path})
+    streamed = run_all_blocks(config_with(config, piece_size=[4, 8, 16]))
+    whole = run_as_well(config, "whole")
+    assert np.abs(streamed - whole).max() <= 1e-6

@@ -128,8 +128,8 @@ class HDF5Volume(Volume):
         missing = [b for b in boxes if not (self.parts / part_name(b)).is_file()]
         if missing:
             raise VolumeError(
-                f"{len(missing)} block(s) of '{self.path}' are not written yet (e.g. {missing[0]}); "
-                "rerun the workflow"
+                f"{len(missing)} piece(s) of '{self.path}' are not written yet (e.g. {missing[0]}); "
+                "rerun the workflow (with the piece_size the blocks were written in)"
             )
         _write_vds(self.file, self.dataset, self.info, boxes, self.parts)
 
