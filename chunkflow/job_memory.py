@@ -18,7 +18,7 @@ from __future__ import annotations
 from chunkflow.geometry import Vec, add, ceil_div, minimum
 
 RUNTIME_BYTES = 1 << 30  # Python, PyTorch, the model, a batch's activations: measured ~0.6 GiB
-PIECE_BUDGET_BYTES = 1 << 30  # the default piece's data, beyond the runtime
+PIECE_BUDGET_BYTES = 2 << 30  # the default piece's data, beyond the runtime
 
 
 def _voxels(size: Vec) -> int:
