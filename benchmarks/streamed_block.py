@@ -29,6 +29,7 @@ import zarr
 
 from chunkflow import config as config_mod
 from chunkflow.demo import DEMO_SHAPE, synthetic_em, write_demo
+from chunkflow.markers import marker_path
 from chunkflow.plan import make_plan
 
 BIN = Path(sys.executable).parent
@@ -77,7 +78,9 @@ def run(run_dir: Path, shape, piece, threads: int, dtype: str) -> dict:
     )
     wall = time.perf_counter() - start
     plan = make_plan(config_mod.parse(config))
-    marker = json.loads((run_dir / f"state_{name}/blocks/z0_y0_x0.json").read_text())
+    marker = json.loads(
+        marker_path(plan.settings.state_dir, plan.fingerprint, "z0_y0_x0").read_text()
+    )
     return {
         "name": name,
         "pieces": marker["pieces"],

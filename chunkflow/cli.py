@@ -96,19 +96,15 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
 
 def cmd_create_output(args: argparse.Namespace) -> None:
-    from chunkflow.output_store import create_output
+    from chunkflow.output_store import create_output, output_record
 
     volume, created = create_output(_plan(args))
     verb = "created" if created else "reusing matching"
     print(f"{verb} output {volume.path}: {volume.info.channels} channels, {volume.info.bounds}")
     if args.record:
-        from dataclasses import asdict
-
         from chunkflow.markers import write_json_atomic
 
-        write_json_atomic(
-            Path(args.record), {"path": volume.path, "created": created, **asdict(volume.info)}
-        )
+        write_json_atomic(Path(args.record), output_record(volume, created))
 
 
 def cmd_finish_output(args: argparse.Namespace) -> None:
@@ -135,18 +131,20 @@ def cmd_run_block(args: argparse.Namespace) -> None:
 
 
 def _markers(plan):
-    from chunkflow.markers import read_markers
+    from chunkflow.output_store import current_markers
 
-    return read_markers(plan.settings.state_dir, plan.block_ids, plan.fingerprint)
+    return current_markers(plan)
 
 
 def cmd_status(args: argparse.Namespace) -> None:
     plan = _plan(args)
-    done, stale, missing = _markers(plan)
+    done, stale, missing, note = _markers(plan)
     from chunkflow.summary import skipped_note
 
     skipped = sum(1 for marker in done if marker.skipped)
     print(f"{len(done)}/{len(plan.blocks)} blocks done{skipped_note(skipped)}")
+    if note:
+        print(f"  {note}")
     for label, ids in (("stale (settings changed)", stale), ("missing", missing)):
         for block_id in ids[: args.show]:
             print(f"  {label} {block_id}")
@@ -163,6 +161,17 @@ def cmd_summary(args: argparse.Namespace) -> None:
     if args.text:
         Path(args.text).write_text(text + "\n")
     print(text)
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from chunkflow.verify import VerifyOptions, run_verify
+
+    options = VerifyOptions(
+        args.jobs, args.sample, args.seed, args.inputs, args.invalidate_changed_inputs, args.again
+    )
+    status = run_verify(_plan(args), options, args.record)
+    if status:
+        raise SystemExit(status)  # blocks with problems: listed, and the summary says so
 
 
 def cmd_view(args: argparse.Namespace) -> None:
@@ -241,6 +250,26 @@ def parser() -> argparse.ArgumentParser:
     sm = command("summary", cmd_summary, "aggregate the done-markers")
     sm.add_argument("--json", help="also write the summary as JSON here")
     sm.add_argument("--text", help="also write the summary text here")
+    vf = command(
+        "verify",
+        cmd_verify,
+        "re-read finished blocks, check them against their done-markers, invalidate damaged ones",
+    )
+    vf.add_argument("--jobs", type=int, default=4, help="blocks checked at once (default 4)")
+    vf.add_argument(
+        "--sample", type=float, default=1.0, help="check this fraction of the finished blocks"
+    )
+    vf.add_argument("--seed", type=int, default=0, help="which blocks --sample picks (default 0)")
+    vf.add_argument("--inputs", action="store_true", help="also check each block's input digest")
+    vf.add_argument(
+        "--invalidate-changed-inputs",
+        action="store_true",
+        help="also invalidate blocks whose input changed (implies --inputs)",
+    )
+    vf.add_argument(
+        "--again", action="store_true", help="check blocks verified before too (verified.jsonl)"
+    )
+    vf.add_argument("--record", help="also write the report as JSON here")
     vw = command("view", cmd_view, "print a neuroglancer link: the output over the input")
     vw.add_argument("--json", action="store_true", help="print the viewer state as JSON")
     vw.add_argument("--serve", action="store_true", help="serve local volumes over HTTP")

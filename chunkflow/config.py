@@ -267,6 +267,7 @@ def parse(config: dict[str, Any]) -> Settings:
         piece_size=vec(data["piece_size"]) if "piece_size" in data else None,
         mask=MaskSettings(**data["mask"]) if "mask" in data else None,
         job_voxels_per_second=float(data["job"]["voxels_per_second"]),
+        verify=data["verify"],
     )
 
 

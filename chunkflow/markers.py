@@ -1,17 +1,24 @@
 """Done-markers: one small JSON per finished block, written last and atomically.
 
 ``DoneMarker`` is the marker's one definition: the block job writes it, ``status`` and the
-summary read it, and a file that is not a whole marker is refused with one line.
+summary read it. A marker lives in the folder of its result fingerprint,
+``<state_dir>/blocks/<fingerprint>/<block>.json``, so changed settings mean missing markers
+(Snakemake's targets) whatever Snakemake remembers. A file there that is not a whole marker of
+that block and fingerprint does not count: readers warn in one line and take the block as missing.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import reprlib
 import tempfile
 from dataclasses import asdict, dataclass, fields
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, get_args, get_origin, get_type_hints
 
 from chunkflow.errors import ChunkflowError
 
@@ -26,12 +33,16 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()
 
 
-def marker_dir(state_dir: str) -> Path:
-    return Path(state_dir) / "blocks"
+log = logging.getLogger(__name__)
 
 
-def marker_path(state_dir: str, block_id: str) -> Path:
-    return marker_dir(state_dir) / f"{block_id}.json"
+def marker_dir(state_dir: str, fingerprint: str) -> Path:
+    """The folder of the done-markers written with result ``fingerprint``."""
+    return Path(state_dir) / "blocks" / fingerprint
+
+
+def marker_path(state_dir: str, fingerprint: str, block_id: str) -> Path:
+    return marker_dir(state_dir, fingerprint) / f"{block_id}.json"
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -95,48 +106,142 @@ class DoneMarker:
 
     @classmethod
     def from_json(cls, data: Any, source: str = "marker") -> DoneMarker:
-        """A marker from its JSON object; a MarkerError naming what is missing otherwise."""
+        """A marker from its JSON object; a MarkerError naming what is missing or of the wrong
+        type otherwise (the fields that the summary and status compute with are checked)."""
         if not isinstance(data, dict):
             raise MarkerError(f"{source} holds {type(data).__name__}, not a done-marker object")
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in data]
         if missing:
-            raise MarkerError(f"{source} lacks {', '.join(missing)}; it is not a whole done-marker")
-        timings = data["timings_s"]
-        if not isinstance(timings, dict) or any(s not in timings for s in STAGES):
-            raise MarkerError(f"{source} has timings_s {timings!r}; expected {', '.join(STAGES)}")
+            raise MarkerError(
+                f"{source} lacks {len(missing)} field(s) ({', '.join(missing[:3])}"
+                f"{', …' * (len(missing) > 3)}); it is not a whole done-marker"
+            )
+        wrong = next((n for n in names if not _fits(data[n], _TYPES[n])), None)
+        if wrong is not None:
+            kinds = " or ".join(t.__name__ for t in _TYPES[wrong])
+            raise MarkerError(f"{source} has {wrong} {_show(data[wrong])}, not {kinds}")
+        timings, ran_on = data["timings_s"], data["ran_on"]
+        if not all(_fits(timings.get(s), (int, float)) for s in STAGES):
+            raise MarkerError(
+                f"{source} has timings_s {_show(timings)}; expected {', '.join(STAGES)}"
+            )
+        if not isinstance(ran_on.get("device"), str):
+            raise MarkerError(f"{source} has ran_on {_show(ran_on)}, without the device")
+        try:
+            datetime.fromisoformat(data["finished"])
+        except ValueError:
+            raise MarkerError(
+                f"{source} has finished {_show(data['finished'])}, not a time"
+            ) from None
         return cls(**{n: data[n] for n in names})
 
     def write(self, state_dir: str) -> Path:
         """Write the marker (atomically) where ``marker_path`` puts it; return the path."""
-        path = marker_path(state_dir, self.block)
+        path = marker_path(state_dir, self.fingerprint, self.block)
         write_json_atomic(path, self.to_json())
         return path
 
     @classmethod
     def read(cls, path: Path) -> DoneMarker:
-        """The marker in ``path``; a one-line MarkerError for a file that is not one."""
+        """The marker in ``path``; a one-line MarkerError for a file that is not one, or that is
+        the marker of another block or fingerprint than its path names (``marker_path``)."""
         try:
             data = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise MarkerError(f"done-marker '{path}' cannot be read ({err}); delete it") from None
-        return cls.from_json(data, f"done-marker '{path}'")
+            raise MarkerError(f"done-marker '{path}' cannot be read ({err})") from None
+        marker = cls.from_json(data, f"done-marker '{path}'")
+        if (marker.fingerprint, f"{marker.block}.json") != (path.parent.name, path.name):
+            raise MarkerError(
+                f"done-marker '{path}' is the marker of block {marker.block}, fingerprint "
+                f"{marker.fingerprint}: not of its place"
+            )
+        return marker
+
+
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 40
+_show = _short.repr  # a value, shortened to one short line
+
+
+def _json_types(hint: Any) -> tuple[type, ...]:
+    """The types a field's JSON value may have: its annotation's outer types."""
+    if get_origin(hint) is UnionType:
+        return sum((_json_types(h) for h in get_args(hint)), ())
+    return (get_origin(hint) or hint,)
+
+
+_TYPES = {name: _json_types(hint) for name, hint in get_type_hints(DoneMarker).items()}
+
+
+def _fits(value: Any, types: tuple[type, ...]) -> bool:
+    """Whether a JSON value is of one of ``types`` (true and false are no numbers)."""
+    return isinstance(value, types) and (bool in types or not isinstance(value, bool))
+
+
+def _names(folder: Path) -> set[str]:
+    """The file names in ``folder`` (none if it does not exist): one listing."""
+    try:
+        return set(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+
+
+def _other_folders(state_dir: str, fingerprint: str) -> list[Path]:
+    """The marker folders of fingerprints other than ``fingerprint`` (and those set aside)."""
+    root = marker_dir(state_dir, fingerprint).parent
+    return [root / n for n in sorted(_names(root)) if n != fingerprint and (root / n).is_dir()]
+
+
+def set_aside(path: Path, suffix: str = ".invalid") -> Path:
+    """Rename ``path`` to ``<name><suffix>``, replacing an earlier file of that name: out of
+    the readers' and Snakemake's sight (the block counts as missing), kept for a post-mortem."""
+    aside = path.with_name(path.name + suffix)
+    os.replace(path, aside)
+    return aside
+
+
+def set_aside_invalid(state_dir: str, fingerprint: str) -> list[str]:
+    """Set aside (``set_aside``) every file of the ``fingerprint`` folder named like a marker
+    that is not a valid marker of its block; return why each did not count."""
+    folder = marker_dir(state_dir, fingerprint)
+    reasons = []
+    for name in sorted(_names(folder)):
+        if name.endswith(".json") and not name.startswith("."):
+            try:
+                DoneMarker.read(folder / name)
+            except MarkerError as err:
+                set_aside(folder / name)
+                reasons.append(str(err))
+    return reasons
 
 
 def read_markers(
     state_dir: str, block_ids: list[str], fingerprint: str
 ) -> tuple[list[DoneMarker], list[str], list[str]]:
     """The done-markers of ``block_ids`` written with ``fingerprint``, then the ids whose marker
-    is stale (another fingerprint: Snakemake will rerun them), then the ids without a marker."""
-    done, stale, missing = [], [], []
+    is stale (only under other fingerprints: Snakemake will rerun them), then the ids without a
+    marker. A file that is not a valid marker of its block counts as none (one warning).
+
+    Each marker folder is listed once; only the current fingerprint's markers are read.
+    """
+    current = _names(marker_dir(state_dir, fingerprint))
+    others = set().union(*map(_names, _other_folders(state_dir, fingerprint)))
+    done, stale, missing, invalid = [], [], [], []
     for block_id in block_ids:
-        path = marker_path(state_dir, block_id)
-        if not path.exists():
-            missing.append(block_id)
-            continue
-        marker = DoneMarker.read(path)
-        if marker.fingerprint == fingerprint:
-            done.append(marker)
-        else:
-            stale.append(block_id)
+        name = f"{block_id}.json"
+        if name in current:
+            try:
+                done.append(DoneMarker.read(marker_path(state_dir, fingerprint, block_id)))
+                continue
+            except MarkerError as err:
+                invalid.append(str(err))
+        (stale if name in others else missing).append(block_id)
+    if invalid:
+        log.warning(
+            "%d done-marker(s) do not count, their blocks are not done (e.g. %s); the workflow "
+            "sets them aside as *.invalid and computes those blocks again",
+            len(invalid),
+            invalid[0],
+        )
     return done, stale, missing

@@ -1,13 +1,34 @@
 """The output store: created once with the geometry and channel count the run will write, and
-finished once every block is written (a no-op except for formats that assemble parts: HDF5)."""
+finished once every block is written (a no-op except for formats that assemble parts: HDF5).
+
+The store records the result fingerprint of what it holds. A run whose fingerprint differs
+writes into it only after recording its own (``create_output``), which it may do when
+``output.replace`` says so or when the store holds this state dir's own earlier results; then
+every block is computed again. A done-marker counts only while the store records its fingerprint.
+"""
 
 from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
 
 from chunkflow.errors import VolumeError
 from chunkflow.geometry import Box
 from chunkflow.grid import BlockGrid
+from chunkflow.markers import DoneMarker, marker_dir, read_markers, set_aside, write_json_atomic
 from chunkflow.plan import RunPlan
-from chunkflow.volumes import Volume, output_backend, refuse_mismatch
+from chunkflow.volumes import (
+    Volume,
+    open_volume,
+    other_results,
+    output_backend,
+    refuse_mismatch,
+    refuse_other_results,
+    volume_exists,
+)
 
 
 def model_output_channels(plan: RunPlan) -> int:
@@ -38,19 +59,100 @@ def model_output_channels(plan: RunPlan) -> int:
     return int(predictor.predict(probe, plan.geometry.input_box(box), [box], box).shape[0])
 
 
+def record_path(state_dir: str, fingerprint: str) -> Path:
+    """The record that this state dir made (or took over) the output for ``fingerprint``,
+    written by ``create_output``: the workflow's create_output target."""
+    return Path(state_dir) / "output" / f"{fingerprint}.json"
+
+
+def output_record(volume: Volume, created: bool) -> dict[str, Any]:
+    """What the record says: the output's path, whether it was created, its metadata."""
+    return {"path": volume.path, "created": created, **asdict(volume.info)}
+
+
+def may_replace(plan: RunPlan, stored: str | None) -> bool:
+    """Whether this run may record its fingerprint in an output holding the results of
+    ``stored``: with ``output.replace``, or when this state dir made the output for ``stored``
+    (its own earlier settings, which it may change: every block is then computed again)."""
+    if plan.settings.output.replace:
+        return True
+    return stored is not None and record_path(plan.settings.state_dir, stored).exists()
+
+
 def create_output(plan: RunPlan) -> tuple[Volume, bool]:
-    """Create the output volume, or reuse a matching existing one; refuse a mismatching one.
+    """Create the output volume, or reuse a matching existing one; refuse a mismatching one,
+    and one holding other results unless this run may replace them (``may_replace``): then
+    record this plan's fingerprint in it. Record in the state dir that it did (``record_path``).
 
     An existing store is opened once and checked before the model is loaded, then its channel
     count against the model's. Returns the volume and whether it was created.
     """
-    existing = plan.existing_output()
-    info = plan.output_info(model_output_channels(plan))
+    existing = plan.existing_output(results=False)
+    info = replace(plan.output_info(model_output_channels(plan)), fingerprint=plan.fingerprint)
     output = plan.settings.output
     if existing is None:
-        return output_backend(output.path).create(output.path, info, output), True
-    refuse_mismatch(existing, info, output)
-    return existing, False
+        volume, created = output_backend(output.path).create(output.path, info, output), True
+    else:
+        refuse_mismatch(existing, info, output)
+        if not may_replace(plan, existing.info.fingerprint):
+            refuse_other_results(existing, plan.fingerprint)
+        if existing.info.fingerprint != plan.fingerprint:
+            existing.record_fingerprint(plan.fingerprint)
+        volume, created = existing, False
+    write_json_atomic(
+        record_path(plan.settings.state_dir, plan.fingerprint), output_record(volume, created)
+    )
+    return volume, created
+
+
+def open_existing(plan: RunPlan) -> Volume | None:
+    """The output opened for reading its metadata; None when nothing exists there yet."""
+    path = plan.settings.output.path
+    return open_volume(path) if volume_exists(path) else None
+
+
+def results_current(plan: RunPlan) -> bool:
+    """Whether the done-markers of this plan's fingerprint describe the output: it exists and
+    records that fingerprint. An output holding other results that this run may not replace
+    (``may_replace``) is refused in one line, untouched."""
+    existing = open_existing(plan)
+    if existing is None:
+        return False
+    if not may_replace(plan, existing.info.fingerprint):
+        refuse_other_results(existing, plan.fingerprint)
+    return existing.info.fingerprint == plan.fingerprint
+
+
+def supersede(plan: RunPlan) -> int:
+    """Set aside this plan's done-markers and output record, which do not describe the output
+    (``results_current`` is false), so that the workflow creates or takes over the output and
+    computes every block; return how many markers were set aside."""
+    state_dir, fingerprint = plan.settings.state_dir, plan.fingerprint
+    suffix = f".superseded-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    folder, record = marker_dir(state_dir, fingerprint), record_path(state_dir, fingerprint)
+    count = sum(1 for _ in folder.glob("*.json")) if folder.is_dir() else 0
+    for path in (folder, record):
+        if path.exists():
+            set_aside(path, suffix)
+    return count
+
+
+def current_markers(
+    plan: RunPlan,
+) -> tuple[list[DoneMarker], list[str], list[str], str | None]:
+    """``read_markers`` for ``plan``, where a marker is stale too unless the output records
+    this plan's fingerprint; then a note on what the output holds instead (None: no note)."""
+    done, stale, missing = read_markers(plan.settings.state_dir, plan.block_ids, plan.fingerprint)
+    existing = open_existing(plan)
+    if existing is None and not done:
+        return done, stale, missing, None
+    if existing is not None and existing.info.fingerprint == plan.fingerprint:
+        return done, stale, missing, None
+    old = {m.block for m in done}.union(stale)
+    stale = [b for b in plan.block_ids if b in old]
+    if existing is None:
+        return [], stale, missing, f"output '{plan.settings.output.path}' does not exist"
+    return [], stale, missing, str(other_results(existing, plan.fingerprint))
 
 
 def needs_finish(plan: RunPlan) -> bool:

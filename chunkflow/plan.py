@@ -35,6 +35,7 @@ from chunkflow.volumes import (
     open_volume,
     output_backend,
     refuse_mismatch,
+    refuse_other_results,
     volume_exists,
 )
 
@@ -132,25 +133,27 @@ class RunPlan:
         model's content (``Settings.result_fingerprint``)."""
         return self.settings.result_fingerprint(self.model_sha256)
 
-    def check_output(self, volume: Volume) -> None:
+    def check_output(self, volume: Volume, results: bool = True) -> None:
         """Refuse the open output ``volume`` if it disagrees with this plan (ROI, dtype, chunks,
         resolution, format options, and model.output_channels when set), without loading the
-        model.
+        model; with ``results``, also unless it records this plan's fingerprint.
 
         Without model.output_channels the store's channel count is taken as given: only a model
         forward pass can check it.
         """
         channels = self.settings.model.output_channels or volume.info.channels
         refuse_mismatch(volume, self.output_info(channels), self.settings.output)
+        if results:
+            refuse_other_results(volume, self.fingerprint)
 
-    def existing_output(self) -> Volume | None:
+    def existing_output(self, results: bool = True) -> Volume | None:
         """The output store opened for writing and checked by ``check_output``; None when
         nothing exists at ``output.path`` yet."""
         path = self.settings.output.path
         if not volume_exists(path):
             return None
         volume = open_volume(path, mode="r+")
-        self.check_output(volume)
+        self.check_output(volume, results)
         return volume
 
     def whole_roi_patch_count(self) -> int:

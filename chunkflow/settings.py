@@ -32,6 +32,7 @@ class OutputSettings:
     zarr_format: int
     encoding: str = "raw"
     shard_size: Vec | None = None
+    replace: bool = False  # recompute into a store holding another run's results
 
 
 @dataclass(frozen=True)
@@ -79,14 +80,15 @@ class Settings:
     piece_size: Vec | None = None
     mask: MaskSettings | None = None
     job_voxels_per_second: float = 5e7
+    verify: bool = False
 
     def result_fingerprint(self, model_sha256: str) -> str:
         """A hash of every setting that can change the written numbers, and of the model file.
 
-        Batch size, device, threads, the piece size, the job's resources, the mask (which picks blocks, not their
-        values) and the state directory are left out: changing them must not rerun finished
-        blocks. Without test-time augmentation, ``tta`` and ``model.affinity_axes`` cannot change
-        the numbers and are left out too.
+        Batch size, device, threads, the piece size, the job's resources, the mask (which picks
+        blocks, not their values), ``verify``, ``output.replace`` and the state directory are
+        left out: changing them must not rerun finished blocks. Without test-time augmentation,
+        ``tta`` and ``model.affinity_axes`` cannot change the numbers and are left out too.
         """
         inference = asdict(self.inference)
         for key in ("batch_size", "device", "threads"):
@@ -94,12 +96,12 @@ class Settings:
         model = {**asdict(self.model), "sha256": model_sha256}
         if self.inference.tta == "none":
             inference.pop("tta")
+            model.pop("affinity_axes")
         if self.inference.non_finite == "fail":  # the default: earlier fingerprints stay valid
             inference.pop("non_finite")
-            model.pop("affinity_axes")
         relevant = {
             "input": asdict(self.input),
-            "output": asdict(self.output),
+            "output": {k: v for k, v in asdict(self.output).items() if k != "replace"},
             "roi": [self.roi_offset, self.roi_size],
             "block_size": self.block_size,
             "model": model,

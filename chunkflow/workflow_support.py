@@ -5,6 +5,7 @@ Pure Python (no Snakemake import), so it is unit-tested like the rest of the pac
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import sys
@@ -16,14 +17,16 @@ import yaml
 
 from chunkflow import config as config_mod
 from chunkflow.errors import ConfigError
-from chunkflow.markers import marker_dir, write_text_atomic
+from chunkflow.markers import marker_path, set_aside_invalid, write_text_atomic
 from chunkflow.plan import RunPlan, make_plan
 
 
 @dataclass(frozen=True)
 class WorkflowPlan:
     plan: RunPlan
-    config_path: str
+    # a Path: Snakemake's params trigger records plain values only, so a new stored config
+    # (batch_size changed) reruns nothing; the fingerprint decides that
+    config_path: Path
 
     @property
     def fingerprint(self) -> str:
@@ -42,11 +45,42 @@ class WorkflowPlan:
 
     @property
     def marker_pattern(self) -> str:
-        return str(marker_dir(self.state_dir) / "{block}.json")
+        return str(marker_path(self.state_dir, self.fingerprint, "{block}"))
 
     @property
     def output_record(self) -> str:
-        return str(Path(self.state_dir) / "output.json")
+        from chunkflow.output_store import record_path
+
+        return str(record_path(self.state_dir, self.fingerprint))
+
+    def reconcile(self) -> list[str]:
+        """Make what Snakemake will find match what counts, before it builds its DAG; return
+        warnings. Only for the main snakemake process: a job's re-parse must not (nor need to).
+
+        An output holding results this run may not replace is refused (one line, nothing
+        touched). Unless the output records this run's fingerprint, this fingerprint's markers
+        and output record are set aside (``output_store.supersede``): the output is then taken
+        over and every block computed. Otherwise the markers that are not valid markers of
+        their block are set aside as ``*.invalid``, and those blocks computed again.
+        """
+        from chunkflow.output_store import results_current, supersede
+
+        if not results_current(self.plan):
+            count = supersede(self.plan)
+            if not count:
+                return []
+            return [
+                f"output '{self.plan.settings.output.path}' does not hold the results of this "
+                f"config (fingerprint {self.fingerprint}): set aside its {count} earlier "
+                "done-marker(s); every block will be computed"
+            ]
+        invalid = set_aside_invalid(self.state_dir, self.fingerprint)
+        if not invalid:
+            return []
+        return [
+            f"set aside {len(invalid)} done-marker(s) that do not count as *.invalid "
+            f"(e.g. {invalid[0]}); their blocks will be computed again"
+        ]
 
     @property
     def finish_record(self) -> str:
@@ -54,11 +88,22 @@ class WorkflowPlan:
 
     @property
     def final_targets(self) -> list[str]:
-        """What ``rule all`` asks for besides the markers: the summary, and the finished
-        output for formats that assemble their blocks (HDF5)."""
+        """What ``rule all`` asks for besides the markers: the ``finished_targets``, and with
+        ``verify: true`` the verify record."""
+        verify = [self.verify_record] if self.plan.settings.verify else []
+        return self.finished_targets + verify
+
+    @property
+    def finished_targets(self) -> list[str]:
+        """The summary, and the finished output for formats that assemble their blocks (HDF5):
+        what the verify rule waits for."""
         from chunkflow.output_store import needs_finish
 
         return [self.summary_json] + ([self.finish_record] if needs_finish(self.plan) else [])
+
+    @property
+    def verify_record(self) -> str:
+        return str(Path(self.state_dir) / "verify.json")
 
     @property
     def summary_json(self) -> str:
@@ -87,16 +132,11 @@ class WorkflowPlan:
         return 10 + math.ceil(2 * block_voxels / settings.job_voxels_per_second / 60)
 
 
-def _write_if_changed(path: Path, text: str) -> None:
-    if not (path.exists() and path.read_text() == text):
-        write_text_atomic(path, text)
-
-
 def prepare(config: dict[str, Any]) -> WorkflowPlan:
     """Validate ``config``, plan the run, and store the config where block jobs read it.
 
-    The stored copy is rewritten only when its content changes. Jobs get its path, not its
-    content, so settings that cannot change the result (batch size, device) rerun nothing.
+    The stored copy is named by its content, ``<state_dir>/configs/<sha256>.yaml``, and never
+    rewritten: a snakemake that the lock then refuses changes nothing another run's jobs read.
     Also puts this Python's bin folder first on PATH, so jobs find the `chunkflow` command.
     """
     if not config:
@@ -107,10 +147,13 @@ def prepare(config: dict[str, Any]) -> WorkflowPlan:
     settings = config_mod.parse(config)
     plan = make_plan(settings)
     plan.blocks  # noqa: B018 (reads the mask, if any: its mistakes are one-line errors here)
-    config_path = Path(settings.state_dir) / "config.yaml"
-    _write_if_changed(config_path, yaml.safe_dump(config, sort_keys=True))
+    text = yaml.safe_dump(config, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    config_path = Path(settings.state_dir) / "configs" / f"{digest}.yaml"
+    if not config_path.exists():
+        write_text_atomic(config_path, text)
     bin_dir = os.path.dirname(sys.executable)
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     plan.fingerprint  # noqa: B018 (hashes the model file now, once)
-    return WorkflowPlan(plan, str(config_path))
+    return WorkflowPlan(plan, config_path)

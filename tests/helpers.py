@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,15 +133,6 @@ def config_with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return out
 
 
-BLOCK_RULE = re.compile(r"infer_z\d+_y\d+_x\d+")
-
-
-def job_kind(rule: str) -> str:
-    """The workflow has one rule per block job (``infer_<first block>``): count them as
-    ``infer_block``."""
-    return "infer_block" if BLOCK_RULE.fullmatch(rule) else rule
-
-
 def dry_run_job_counts(stdout: str) -> dict[str, int]:
     """Rule -> job count from the "Job stats" table Snakemake prints ({} when nothing to do)."""
     if "Job stats:" not in stdout:
@@ -153,6 +143,5 @@ def dry_run_job_counts(stdout: str) -> dict[str, int]:
         parts = line.split()
         if len(parts) != 2 or parts[0] == "total":
             break
-        kind = job_kind(parts[0])
-        counts[kind] = counts.get(kind, 0) + int(parts[1])
+        counts[parts[0]] = int(parts[1])
     return counts

@@ -38,7 +38,10 @@ def read_back(path: str) -> tuple[np.ndarray, dict[str, Any]]:
     if ".h5:" in path:
         file, dataset = path.split(":", 1)
         with h5py.File(file, "r") as f:
-            return f[dataset][...], {k: v.tolist() for k, v in f[dataset].attrs.items()}
+            attrs = f[dataset].attrs.items()  # arrays, and the fingerprint (a str)
+            return f[dataset][...], {
+                k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in attrs
+            }
     if path.startswith(("precomputed://", "file://", "gs://", "s3://")):  # x, y, z, c there
         from cloudvolume import CloudVolume
 

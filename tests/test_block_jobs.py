@@ -1,5 +1,5 @@
-"""Several blocks in one job: how they are grouped, and what a failure part-way leaves behind
-(the blocks before it written with their markers, none after it)."""
+"""Several blocks in one process (`chunkflow run-block` with several ids): what a failure
+part-way leaves behind (the blocks before it written with their markers, none after it)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,6 @@ from chunkflow.output_store import create_output
 from chunkflow.plan import make_plan
 
 
-def test_blocks_per_job_groups_consecutive_blocks(small_config):
-    plan = make_plan(config_mod.parse(config_with(small_config, blocks_per_job=3)))
-    groups = plan.job_groups()
-    assert [len(g) for g in groups] == [3, 3, 2]
-    assert sum(groups, []) == plan.grid.ids()
-
-
 def test_a_failing_block_stops_its_job_after_writing_the_blocks_before_it(small_config, tmp_path):
     data = smooth_volume((20, 48, 56), dtype="float32")
     data[19] = np.nan  # read by the blocks z1 only (z 12..19), not by z0 (their chunks end sooner)
@@ -31,9 +24,11 @@ def test_a_failing_block_stops_its_job_after_writing_the_blocks_before_it(small_
     settings = config_mod.parse(config)
     plan = make_plan(settings)
     create_output(plan)
-    with pytest.raises(VolumeError, match="block z1_y0_x0: the input .* holds NaN"):
-        run_blocks(settings, plan.grid.ids())  # all 8 blocks in one job, in z, y, x order
-    done = {b.id for b in plan.grid if marker_path(settings.state_dir, b.id).exists()}
+    with pytest.raises(VolumeError, match="block z1_y0_x0, piece z0_y0_x0: the input .* holds NaN"):
+        run_blocks(settings, plan.grid.ids())  # all 8 blocks in one process, z, y, x order
+    done = {
+        b.id for b in plan.grid if marker_path(settings.state_dir, plan.fingerprint, b.id).exists()
+    }
     assert done == {b.id for b in plan.grid if b.index[0] == 0}
 
     clean = write_volume(tmp_path / "raw_clean.zarr", np.nan_to_num(data), chunks=(4, 8, 8))

@@ -15,6 +15,7 @@ from run_helpers import read_back, run_all_blocks
 
 from chunkflow import config as config_mod
 from chunkflow.errors import ModelError
+from chunkflow.markers import marker_path
 from chunkflow.plan import make_plan
 from chunkflow.volumes import open_volume, read_padded
 
@@ -46,7 +47,7 @@ def test_non_finite_predictions_fail_the_block_without_a_marker(small_config, tm
     assert "block z0_y0_x0: the model" in message and "NaN or infinite values" in message
     z, y, x = (int(v) for v in message.split("the first at [")[1].split("]")[0].split(", "))
     assert raw[z, y, x] < 0.45  # where the model's input gives log of a negative number
-    assert not list(Path(config["state_dir"], "blocks").glob("*.json"))
+    assert not list(Path(config["state_dir"], "blocks").glob("*/*.json"))
 
 
 def test_non_finite_zero_writes_0_there_and_the_prediction_elsewhere(small_config, tmp_path):
@@ -69,7 +70,7 @@ def test_the_marker_records_a_digest_of_the_input_it_read(small_config):
     volume = open_volume(small_config["input"]["path"])
     for block in plan.blocks:
         marker = json.loads(
-            Path(small_config["state_dir"], "blocks", f"{block.id}.json").read_text()
+            marker_path(small_config["state_dir"], plan.fingerprint, block.id).read_text()
         )
         raw = read_padded(volume, plan.chunk_box(plan.patches(block)), "reflect")
         assert marker["input_digest"] == hashlib.blake2b(raw.tobytes(), digest_size=16).hexdigest()

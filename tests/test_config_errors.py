@@ -12,6 +12,7 @@ state dir) and all failures are reported together: a subprocess costs ~0.3 s, ~2
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from chunkflow import config as config_mod
 from chunkflow.errors import VolumeError
 from chunkflow.output_store import create_output
 from chunkflow.plan import make_plan
+from chunkflow.volumes import open_volume
 
 _SCRIPT = Path(sys.executable).with_name("chunkflow")
 CHUNKFLOW = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "chunkflow"]
@@ -243,7 +245,7 @@ def test_unknown_keys_name_the_key_and_suggest_the_right_one(tmp_path, small_con
             "no-close-match",
             (
                 "unknown config key 'frobnicate' in 'inference'",
-                "valid keys: batch_size, blend, crop_margin, device, overlap",
+                "valid keys: batch_size, blend, crop_margin, device, non_finite, overlap",
             ),
             {"inference.frobnicate": True},
             absent=("did you mean",),
@@ -561,6 +563,22 @@ def test_models_that_do_not_fit_the_config_or_the_store(tmp_path, small_config):
     create_store(small_config)  # made with the right model; the cases swap the model file
     output = Path(small_config["output"]["path"])
     before = snapshot(output)
+
+    def store_for(name: str, changes: dict[str, Any]) -> Path:
+        """A copy of the store in the case's home that records the case's fingerprint (a store
+        of other results is refused before the model is loaded)."""
+        copy = tmp_path / name / "out.zarr"
+        shutil.copytree(output, copy)
+        config = config_with(small_config, **changes, **{"output.path": str(copy)})
+        fingerprint = make_plan(config_mod.parse(config)).fingerprint
+        open_volume(str(copy), mode="r+").record_fingerprint(fingerprint)
+        return copy
+
+    # cpu, not auto: auto on a CPU-only machine logs a warning line first
+    run_shape = {"model.path": over_crop, "inference.device": "cpu"}
+    run_three = {"model.path": three, "inference.device": "cpu"}
+    copies = [store_for("run-shape", run_shape), store_for("run-channels", run_three)]
+    copied = [snapshot(copy) for copy in copies]
     cases = [
         # create-output probes the model with one patch
         Case(
@@ -580,17 +598,10 @@ def test_models_that_do_not_fit_the_config_or_the_store(tmp_path, small_config):
         Case(
             "run-shape",
             ("the model returned shape [3, 2, 4, 14, 16]", expected),
-            # cpu, not auto: auto on a CPU-only machine logs a warning line first
-            {"model.path": over_crop, "output.path": str(output), "inference.device": "cpu"},
+            run_shape,
             command=run_block,
         ),
-        Case(
-            "run-channels",
-            ("returned 3 channels",),
-            # cpu, not auto: auto on a CPU-only machine logs a warning line first
-            {"model.path": three, "output.path": str(output), "inference.device": "cpu"},
-            command=run_block,
-        ),
+        Case("run-channels", ("returned 3 channels",), run_three, command=run_block),
     ]
     outcomes = run_cases(tmp_path, small_config, cases)
     check_failures(outcomes[:3])
@@ -598,6 +609,7 @@ def test_models_that_do_not_fit_the_config_or_the_store(tmp_path, small_config):
     for outcome in outcomes[3:]:
         assert not Path(outcome.config["state_dir"]).exists(), "a done-marker was written"
     assert snapshot(output) == before
+    assert [snapshot(copy) for copy in copies] == copied
 
 
 def test_plan_checks_an_existing_output_without_the_model(tmp_path, small_config):
@@ -631,7 +643,8 @@ def test_block_job_refuses_a_store_laid_out_for_other_settings(small_config):
     from chunkflow.markers import marker_path
 
     before = run_all_blocks(small_config)
-    marker = marker_path(small_config["state_dir"], "z0_y0_x0")
+    fingerprint = make_plan(config_mod.parse(small_config)).fingerprint
+    marker = marker_path(small_config["state_dir"], fingerprint, "z0_y0_x0")
     stamp = marker.stat().st_mtime_ns
     changed = config_mod.parse(config_with(small_config, **{"output.dtype": "uint8"}))
     with pytest.raises(VolumeError, match=r"dtype float32 \(expected uint8\)"):

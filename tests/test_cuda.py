@@ -42,6 +42,6 @@ def test_auto_device_runs_on_cuda_and_says_so(tmp_path: Path) -> None:
     config = _case_config(tmp_path, CASE)
     run_all_blocks(config)
     markers = [
-        json.loads(p.read_text()) for p in Path(config["state_dir"], "blocks").glob("*.json")
+        json.loads(p.read_text()) for p in Path(config["state_dir"], "blocks").glob("*/*.json")
     ]
     assert markers and all(m["ran_on"]["device"].startswith("cuda") for m in markers)

@@ -216,7 +216,7 @@ def test_hdf5_needs_a_dataset_and_assembles_its_parts(tmp_path, model):
     create_output(plan)
     from chunkflow.output_store import finish_output
 
-    with pytest.raises(VolumeError, match=r"4 block\(s\) of .* are not written yet"):
+    with pytest.raises(VolumeError, match=r"4 piece\(s\) of .* are not written yet"):
         finish_output(plan)  # nothing written: the virtual dataset is not built over nothing
     assert not read_back(f"{tmp_path}/out.h5:/p")[0].any()  # before the blocks: zeros
     assert sorted(p.name for p in (tmp_path / "out.h5.parts").glob("*")) == []

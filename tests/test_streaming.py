@@ -108,7 +108,7 @@ def test_the_output_is_the_same_for_every_piece_size(small_config, placement):
         if placement == "exact":  # crop blocks have seams: only exact is the same for any block
             assert np.abs(got - whole).max() <= 1e-6, (block, piece)
     streamed = json.loads(
-        next(Path(small_config["state_dir"]).parent.glob("state_p1/blocks/*")).read_text()
+        next(Path(small_config["state_dir"]).parent.glob("state_p1/blocks/*/*.json")).read_text()
     )
     assert streamed["pieces"] == 3 * 3 * 3 and streamed["piece_size"] == [8, 16, 24]
 
@@ -126,7 +126,9 @@ def chained(array: np.ndarray, block: Box, piece_size) -> str:
 def test_the_marker_checksum_chains_the_pieces_as_written(small_config):
     config = config_with(small_config, block_size=[20, 48, 56], piece_size=[8, 16, 24])
     written = run_all_blocks(config)
-    marker = json.loads(Path(config["state_dir"], "blocks", "z0_y0_x0.json").read_text())
+    marker = json.loads(
+        next(Path(config["state_dir"], "blocks").glob("*/z0_y0_x0.json")).read_text()
+    )
     box = Box((0, 0, 0), (20, 48, 56))
     assert marker["output_sha256"] == chained(written, box, (8, 16, 24))
     assert not Path(config["state_dir"], "pieces").exists() or not any(
@@ -206,7 +208,9 @@ def test_a_killed_block_job_resumes_at_its_first_unwritten_piece(tmp_path):
     job.send_signal(signal.SIGKILL)
     first_log = job.communicate()[1]
     written = json.loads(progress.read_text())["written"]
-    assert 5 <= written < 24 and not Path(config["state_dir"], "blocks", "z0_y0_x0.json").exists()
+    assert 5 <= written < 24 and not list(
+        Path(config["state_dir"], "blocks").glob("*/z0_y0_x0.json")
+    )
 
     again = chunkflow("run-block", "--config", str(path), "z0_y0_x0")
     second_log = again.communicate()[1]
@@ -219,7 +223,9 @@ def test_a_killed_block_job_resumes_at_its_first_unwritten_piece(tmp_path):
     resumed = read_back(config["output"]["path"])[0]
     uninterrupted = run_as_well(config, "uninterrupted")
     np.testing.assert_array_equal(resumed, uninterrupted)
-    marker = json.loads(Path(config["state_dir"], "blocks", "z0_y0_x0.json").read_text())
+    marker = json.loads(
+        next(Path(config["state_dir"], "blocks").glob("*/z0_y0_x0.json")).read_text()
+    )
     assert marker["output_sha256"] == chained(
         (resumed.astype(np.float32)), Box((0, 0, 0), (16, 48, 48)), (4, 16, 24)
     )

@@ -19,7 +19,7 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,6 @@ import zarr
 from helpers import (
     ValidConvNet,
     config_with,
-    job_kind,
     save_torchscript,
     smooth_volume,
     write_volume,
@@ -40,7 +39,7 @@ from helpers import (
 from run_helpers import run_all_blocks
 
 from chunkflow import config as config_mod
-from chunkflow.models import file_sha256
+from chunkflow.models import file_sha256, model_sha256
 
 pytestmark = pytest.mark.workflow
 
@@ -194,8 +193,7 @@ def job_counts(text: str) -> dict[str, int]:
         match = re.fullmatch(r"\s*(\w+)\s+(\d+)\s*", line)
         if not match:
             break
-        kind = job_kind(match[1])
-        counts[kind] = counts.get(kind, 0) + int(match[2])
+        counts[match[1]] = int(match[2])
     assert counts.pop("total") == sum(counts.values()), text
     return counts
 
@@ -205,7 +203,7 @@ def reasons(text: str, rule: str) -> list[str]:
     found = []
     for job in re.split(r"\n(?=(?:local)?rule \w+:)", text):
         name = re.match(r"(?:local)?rule (\w+):", job.strip())
-        if name and job_kind(name[1]) == rule:
+        if name and name[1] == rule:
             found += re.findall(r"^\s*reason: (.*)$", job, flags=re.M)
     return found
 
@@ -263,7 +261,13 @@ def output(run_dir: Path) -> zarr.Array:
 
 
 def marker_dir(run_dir: Path) -> Path:
-    return run_dir / read_config(run_dir).get("state_dir", ".chunkflow") / "blocks"
+    """The done-markers' folder of the run's current fingerprint."""
+    return (
+        run_dir
+        / read_config(run_dir).get("state_dir", ".chunkflow")
+        / "blocks"
+        / fingerprint(run_dir)
+    )
 
 
 def markers(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -280,7 +284,10 @@ def block_index(array: zarr.Array, box: dict[str, list[int]]) -> tuple[slice, ..
 
 def fingerprint(run_dir: Path) -> str:
     settings = config_mod.parse(read_config(run_dir))
-    return settings.result_fingerprint(file_sha256(run_dir / settings.model.path))
+    model = settings.model
+    weights = model.weights and str(run_dir / model.weights)
+    files = replace(model, path=str(run_dir / model.path), weights=weights)
+    return settings.result_fingerprint(model_sha256(files))
 
 
 def plan_boxes(run_dir: Path) -> dict[str, dict[str, list[int]]]:
@@ -339,7 +346,7 @@ def test_dry_run_lists_one_job_per_block(tmp_path, run_env, elsewhere):
         "summary": 1,
         "all": 1,
     }
-    listed = set(re.findall(r"\.chunkflow/blocks/(z\d+_y\d+_x\d+)\.json", result.text))
+    listed = set(re.findall(r"\.chunkflow/blocks/\w+/(z\d+_y\d+_x\d+)\.json", result.text))
     assert listed == set(planned)
     # A dry-run computes nothing.
     assert not (run_dir / "results").exists()
@@ -491,10 +498,17 @@ def test_hdf5_output_is_assembled_after_the_blocks(expected, tmp_path, run_env, 
         {"inference.batch_size": 1},
         {"inference.device": "auto"},
         {"inference.threads": 2},
-        {"blocks_per_job": 3},
-        {"inference.batch_size": 5, "inference.device": "auto", "inference.threads": 2},
+        {"piece_size": [4, 8, 16]},
+        {"job.voxels_per_second": 1e3},
+        {
+            "inference.batch_size": 5,
+            "inference.device": "auto",
+            "inference.threads": 2,
+            "piece_size": [4, 8, 16],
+            "job.voxels_per_second": 1e3,
+        },
     ],
-    ids=["batch_size", "device", "threads", "blocks_per_job", "several"],
+    ids=["batch_size", "device", "threads", "piece_size", "voxels_per_second", "several"],
 )
 def test_result_neutral_settings_rerun_nothing(finished, tmp_path, run_env, elsewhere, changes):
     run_dir = copy_run(finished[0], tmp_path / "run")
@@ -506,27 +520,6 @@ def test_result_neutral_settings_rerun_nothing(finished, tmp_path, run_env, else
         before = markers(run_dir)
         assert job_counts(snakemake(run_dir, run_env, elsewhere).text) == {}
         assert markers(run_dir) == before
-
-
-def test_blocks_per_job_share_one_process_and_the_output(expected, tmp_path, run_env, elsewhere):
-    """3 blocks per job: 4 blocks make 2 jobs; one process (one model load) computes a job's
-    blocks, the numbers are those of one job per block, and a lost marker reruns its job only."""
-    run_dir = make_run_dir(tmp_path / "run", config_with(BASE_CONFIG, blocks_per_job=3))
-    result = snakemake(run_dir, run_env, elsewhere)
-    assert job_counts(result.text) == {"create_output": 1, "infer_block": 2, "summary": 1, "all": 1}
-    order = ["z0_y0_x0", "z0_y1_x0", "z1_y0_x0", "z1_y1_x0"]  # z, y, x order
-    pids = [markers(run_dir)[b]["ran_on"]["pid"] for b in order]
-    assert pids[0] == pids[1] == pids[2] != pids[3]
-    assert np.array_equal(output(run_dir)[...], expected)
-
-    (marker_dir(run_dir) / "z0_y1_x0.json").unlink()
-    last = (marker_dir(run_dir) / "z1_y1_x0.json").stat().st_mtime_ns
-    rerun = snakemake(run_dir, run_env, elsewhere)
-    assert job_counts(rerun.text) == {"infer_block": 1, "summary": 1, "all": 1}
-    again = [markers(run_dir)[b]["ran_on"]["pid"] for b in order]
-    assert again[0] == again[1] == again[2] not in pids and again[3] == pids[3]
-    assert (marker_dir(run_dir) / "z1_y1_x0.json").stat().st_mtime_ns == last
-    assert np.array_equal(output(run_dir)[...], expected)
 
 
 def test_mask_schedules_only_its_blocks(tmp_path, run_env, elsewhere):
@@ -559,15 +552,16 @@ def rerun_everything(run_dir: Path, env, cwd, ref_dir: Path, run: bool = True) -
     in-process run of the changed config.
     """
     new = fingerprint(run_dir)
-    old = {m["fingerprint"] for m in markers(run_dir).values()}
+    old = {p.name for p in marker_dir(run_dir).parent.iterdir()}
     assert old and new not in old
     dry = snakemake(run_dir, env, cwd, "-n", "-p")
-    assert job_counts(dry.text) == {"infer_block": N_BLOCKS, "summary": 1, "all": 1}
+    counts = {"create_output": 1, "infer_block": N_BLOCKS, "summary": 1, "all": 1}
+    assert job_counts(dry.text) == counts
     assert dry.text.count(f"--expect-fingerprint {new} ") == N_BLOCKS
     if not run:
         return dry.text
     result = snakemake(run_dir, env, cwd)
-    assert job_counts(result.text) == {"infer_block": N_BLOCKS, "summary": 1, "all": 1}
+    assert job_counts(result.text) == counts
     done = markers(run_dir)
     assert len(done) == N_BLOCKS
     assert {m["fingerprint"] for m in done.values()} == {new}
@@ -585,7 +579,7 @@ def test_new_model_weights_rerun_every_block(finished, expected, tmp_path, run_e
     dry = rerun_everything(run_dir, run_env, elsewhere, tmp_path / "ref")
     why = reasons(dry, "infer_block")
     assert len(why) == N_BLOCKS
-    assert all("Params have changed" in r for r in why), why
+    assert all("Missing output files" in r for r in why), why
     sha = file_sha256(model)
     assert {m["model_sha256"] for m in markers(run_dir).values()} == {sha}
     assert not np.array_equal(output(run_dir)[...], expected)
@@ -604,7 +598,7 @@ def test_patch_geometry_reruns_every_block(finished, tmp_path, run_env, elsewher
     write_config(run_dir, config_with(read_config(run_dir), **changes))
     full = "model.output_patch_size" in changes  # the overlap case is only dry-run (time)
     dry = rerun_everything(run_dir, run_env, elsewhere, tmp_path / "ref", run=full)
-    assert all("Params have changed" in r for r in reasons(dry, "infer_block"))
+    assert all("Missing output files" in r for r in reasons(dry, "infer_block"))
 
 
 def wait_for(condition, timeout: float, proc: subprocess.Popen, what: str) -> None:
@@ -745,9 +739,7 @@ def test_deployed_run_stays_in_its_run_dir(finished, elsewhere):
     top = {p.name for p in run_dir.iterdir()}
     assert top == {"config.yaml", "data", "models", "results", ".chunkflow", ".snakemake"}
     state = run_dir / ".chunkflow"
-    assert {"output.json", "summary.json", "summary.txt", "config.yaml"} <= {
-        p.name for p in state.iterdir()
-    }
+    assert {"output", "summary.json", "summary.txt", "configs"} <= {p.name for p in state.iterdir()}
     assert len(list((state / "logs" / "infer_block").glob("*.log"))) == N_BLOCKS
     assert list(elsewhere.iterdir()) == []  # nothing written where snakemake was started
 
@@ -801,4 +793,4 @@ def test_new_weights_of_python_model_rerun_every_block(tmp_path, run_env, elsewh
     weights = torch.load(run_dir / "slow_weights.pt", weights_only=True)
     torch.save({k: v + 0.5 for k, v in weights.items()}, run_dir / "slow_weights.pt")
     dry = snakemake(run_dir, run_env, elsewhere, "-n")
-    assert job_counts(dry.text) == {"infer_block": 1, "summary": 1, "all": 1}
+    assert job_counts(dry.text) == {"create_output": 1, "infer_block": 1, "summary": 1, "all": 1}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import yaml
-from helpers import config_with
+from helpers import config_with, write_volume
 
 from chunkflow.workflow_support import prepare
 
@@ -36,22 +37,49 @@ def test_fingerprint_follows_the_model_file_content(small_config: dict) -> None:
     assert prepare(small_config).fingerprint != before
 
 
-def test_stored_config_is_rewritten_only_when_it_changes(small_config: dict) -> None:
+def test_stored_config_is_named_by_its_content_and_never_rewritten(small_config: dict) -> None:
     run = prepare(small_config)
-    stored = Path(run.config_path)
+    stored = run.config_path
+    assert isinstance(stored, Path)  # Snakemake's params trigger does not record a Path
+    assert stored.parent == Path(small_config["state_dir"], "configs")
     assert yaml.safe_load(stored.read_text()) == small_config
     os.utime(stored, ns=(1, 1))
-    prepare(small_config)
+    assert prepare(small_config).config_path == stored
     assert stored.stat().st_mtime_ns == 1, "same content: the file is left alone"
-    prepare(config_with(small_config, **{"inference.batch_size": 9}))
-    assert yaml.safe_load(stored.read_text())["inference"]["batch_size"] == 9
+    other = prepare(config_with(small_config, **{"inference.batch_size": 9})).config_path
+    assert other != stored and yaml.safe_load(other.read_text())["inference"]["batch_size"] == 9
+    assert stored.stat().st_mtime_ns == 1 and yaml.safe_load(stored.read_text()) == small_config
 
 
-def test_memory_estimate_grows_with_the_block_and_read_ahead(small_config: dict) -> None:
-    small = prepare(small_config).job_mem_mb()
-    large = prepare(config_with(small_config, block_size=[20, 48, 56])).job_mem_mb()
-    ahead = prepare(config_with(small_config, blocks_per_job=3)).job_mem_mb()
-    assert 2048 < small < large and small < ahead
+def test_memory_request_follows_the_piece_not_the_block(small_config: dict, tmp_path: Path) -> None:
+    """A block job streams its block piece by piece: a smaller piece asks for less memory, and
+    with the piece fixed a larger block asks for no more."""
+    raw = write_volume(
+        tmp_path / "big.zarr", np.zeros((64, 512, 512), np.uint8), chunks=(16, 128, 128)
+    )
+    config = config_with(small_config, **{"input.path": raw, "block_size": [32, 256, 256]})
+    whole = prepare(config)  # the default piece: the whole block fits the budget
+    assert whole.plan.piece_size == (32, 256, 256)
+    piece = {"piece_size": [8, 64, 64]}
+    small = prepare(config_with(config, **piece))
+    large_block = prepare(config_with(config, block_size=[64, 512, 512], **piece))
+    assert 1024 < small.job_mem_mb < whole.job_mem_mb  # 1 GiB for the runtime, plus the data
+    assert large_block.job_mem_mb == small.job_mem_mb
+    for run in (whole, small):
+        assert run.job_mem_mb == -(-run.plan.job_memory_bytes() // 2**20)  # MiB, rounded up
+
+
+def test_runtime_request_follows_the_block_voxels_and_the_throughput(small_config: dict) -> None:
+    """10 minutes plus twice the block's voxels at job.voxels_per_second, rounded up."""
+
+    def runtime(block_size: list[int], voxels_per_second: float) -> int:
+        changes = {"block_size": block_size, "job.voxels_per_second": voxels_per_second}
+        return prepare(config_with(small_config, **changes)).job_runtime_min
+
+    assert prepare(small_config).job_runtime_min == 11  # 9,216 voxels at 5e7/s: 1 minute
+    assert runtime([12, 24, 32], 1) == 10 + 308  # 2 x 9,216 s = 307.2 minutes
+    assert runtime([12, 24, 32], 2) == 10 + 154  # half the time at twice the throughput
+    assert runtime([20, 48, 56], 1) == 10 + 1792  # 2 x 53,760 s = 1,792 minutes
 
 
 def test_no_config_is_a_clear_error() -> None:

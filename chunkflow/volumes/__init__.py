@@ -28,9 +28,11 @@ __all__ = [
     "check_output_options",
     "create_or_check",
     "open_volume",
+    "other_results",
     "output_backend",
     "read_padded",
     "refuse_mismatch",
+    "refuse_other_results",
     "volume_exists",
 ]
 
@@ -91,6 +93,24 @@ def refuse_mismatch(volume: Volume, info: VolumeInfo, output: OutputSettings) ->
             f"output '{volume.path}' exists with different {'; '.join(diffs)}; "
             "delete it or choose another output.path"
         )
+
+
+def refuse_other_results(volume: Volume, fingerprint: str) -> None:
+    """Refuse the open output ``volume``, untouched, unless it records the result
+    ``fingerprint``: its blocks hold another run's results (or of unknown settings)."""
+    if volume.info.fingerprint != fingerprint:
+        raise other_results(volume, fingerprint)
+
+
+def other_results(volume: Volume, fingerprint: str) -> VolumeError:
+    """The one-line error for an output that does not record the result ``fingerprint``."""
+    stored = volume.info.fingerprint
+    held = f"fingerprint {stored}" if stored else "no result fingerprint"
+    return VolumeError(
+        f"output '{volume.path}' holds the results of other settings ({held}; this config's is "
+        f"{fingerprint}); set output.replace: true to recompute every block into it, or choose "
+        "another output.path"
+    )
 
 
 def create_or_check(path: str, info: VolumeInfo, output: OutputSettings) -> tuple[Volume, bool]:

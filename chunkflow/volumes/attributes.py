@@ -8,6 +8,9 @@ from chunkflow.errors import VolumeError
 from chunkflow.geometry import vec
 from chunkflow.volumes.base import VolumeInfo
 
+#: the attribute in which an output store records the result fingerprint of what it holds
+FINGERPRINT_ATTR = "chunkflow_fingerprint"
+
 
 def info_from_attrs(
     shape: tuple[int, ...],
@@ -18,7 +21,7 @@ def info_from_attrs(
 ) -> VolumeInfo:
     """The geometry of a (z, y, x) or (c, z, y, x) array whose attributes may hold
     ``resolution`` (or funlib's ``voxel_size``) and ``voxel_offset`` (or daisy's ``offset`` in
-    world units); ``chunks`` None means one chunk."""
+    world units), and ``FINGERPRINT_ATTR``; ``chunks`` None means one chunk."""
     ndim = len(shape)
     if ndim not in (3, 4):
         raise VolumeError(
@@ -44,6 +47,7 @@ def info_from_attrs(
             f"'{path}' has an offset that is not a whole number of voxels "
             f"({[float(o) for o in raw_offset]}); fix its offset or resolution attribute"
         )
+    fingerprint = attrs.get(FINGERPRINT_ATTR)
     return VolumeInfo(
         shape=vec(shape[-3:]),
         dtype=str(dtype),
@@ -51,6 +55,7 @@ def info_from_attrs(
         voxel_offset=offset,
         resolution=resolution,  # type: ignore[arg-type]
         channels=None if ndim == 3 else int(shape[0]),
+        fingerprint=fingerprint if isinstance(fingerprint, str) else None,
     )
 
 

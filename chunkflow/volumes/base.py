@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class VolumeInfo:
     """Geometry and type of a volume. ``shape`` and ``chunk_size`` are spatial (z, y, x);
-    ``channels`` is None for a volume without a channel axis, else the size of axis 0."""
+    ``channels`` is None for a volume without a channel axis, else the size of axis 0.
+    ``fingerprint``: the result fingerprint an output store records (None: none recorded); it is
+    no part of the geometry that ``differences`` compares."""
 
     shape: Vec
     dtype: str
@@ -28,6 +30,7 @@ class VolumeInfo:
     voxel_offset: Vec = (0, 0, 0)
     resolution: tuple[float, float, float] = (1.0, 1.0, 1.0)
     channels: int | None = None
+    fingerprint: str | None = None
 
     @property
     def bounds(self) -> Box:
@@ -84,6 +87,8 @@ class Volume(ABC):
       ``shape`` voxels cannot have in this format.
     - ``format_mismatches(output)``: how an existing volume's format options differ from
       ``output`` (the geometry is compared by ``VolumeInfo.differences``).
+    - ``create`` stores ``info.fingerprint`` in the volume's metadata, ``Backend(path)`` reads it
+      back into ``info``, and ``record_fingerprint(fingerprint)`` replaces it.
     - ``_read`` / ``_write``: local index → array; ``finish(boxes)`` after every block is
       written, for a format that sets ``assembles_parts``.
     """
@@ -128,6 +133,10 @@ class Volume(ABC):
         """How this volume's format options differ from ``output``'s, e.g. ``zarr format 2
         (expected 3)``; none by default."""
         return []
+
+    def record_fingerprint(self, fingerprint: str) -> None:
+        """Record ``fingerprint`` as the results this store holds; the default: read-only."""
+        raise VolumeError(f"chunkflow cannot write {type(self).__name__} outputs ('{self.path}')")
 
     def finish(self, boxes: Sequence[Box]) -> None:
         """Make the output whole once every block in ``boxes`` is written; nothing by default."""

@@ -4,7 +4,8 @@ HDF5 takes no concurrent writers, so an output is written as parts: each write (
 to its own file ``<file>.parts/<z>_<y>_<x>.h5`` (named by the box's start, written to a temporary
 name and renamed), and the dataset in ``file.h5`` is a virtual dataset (h5py VDS) over the parts,
 built by ``finish`` once every block is done. Until then it reads as zeros; its metadata
-(shape, dtype, chunks, voxel offset, resolution) is there from the start, for the output checks.
+(shape, dtype, chunks, voxel offset, resolution, result fingerprint) is there from the start, for
+the output checks.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +21,7 @@ import numpy as np
 
 from chunkflow.errors import VolumeError
 from chunkflow.geometry import Box
-from chunkflow.volumes.attributes import info_from_attrs
+from chunkflow.volumes.attributes import FINGERPRINT_ATTR, info_from_attrs
 from chunkflow.volumes.base import Volume, VolumeInfo, refuse_mip
 
 if TYPE_CHECKING:
@@ -101,6 +103,13 @@ class HDF5Volume(Volume):
             return [f"sharding (HDF5 has none; expected shard_size {list(output.shard_size)})"]
         return []
 
+    def record_fingerprint(self, fingerprint: str) -> None:
+        import h5py
+
+        with h5py.File(self.file, "r+") as f:
+            f[self.dataset].attrs[FINGERPRINT_ATTR] = fingerprint
+        self.info = replace(self.info, fingerprint=fingerprint)
+
     def _read(self, index: tuple[slice, ...]) -> np.ndarray:
         import h5py
 
@@ -157,6 +166,7 @@ def _write_vds(
         "voxel_offset": list(info.voxel_offset),
         "resolution": list(info.resolution),
         "chunk_size": list(info.chunk_size),
+        **({FINGERPRINT_ATTR: info.fingerprint} if info.fingerprint else {}),
     }
     with h5py.File(tmp, "w") as f:
         f.create_virtual_dataset(dataset, layout, fillvalue=0).attrs.update(attrs)

@@ -7,6 +7,7 @@ chunkflow's (c,) z, y, x. Paths are given to cloud-volume unchanged, less a ``pr
 from __future__ import annotations
 
 import operator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,6 +103,7 @@ class PrecomputedVolume(Volume):
             voxel_offset=vec(int(o) for o in self.scale["voxel_offset"][::-1]),
             resolution=tuple(float(r) for r in self.scale["resolution"][::-1]),  # type: ignore[arg-type]
             channels=channels if channels > 1 or extra.get("channel_axis") else None,
+            fingerprint=extra.get("fingerprint"),
         )
         sharding = self.scale.get("sharding")
         self.shard_size: Vec | None = None
@@ -176,7 +178,11 @@ class PrecomputedVolume(Volume):
             spec = sharding_spec(info.shape, info.chunk_size, output.shard_size, output.encoding)
             meta["scales"][0]["sharding"] = spec
             compress = False  # the spec gzips each chunk; a gzipped shard file breaks range reads
-        meta[INFO_KEY] = {"channel_axis": info.channels is not None, "compress": compress}
+        meta[INFO_KEY] = {
+            "channel_axis": info.channels is not None,
+            "compress": compress,
+            "fingerprint": info.fingerprint,
+        }
         try:
             _open(path, 0, "w", info=meta).commit_info()
         except Exception as err:
@@ -184,6 +190,12 @@ class PrecomputedVolume(Volume):
                 f"cannot create '{path}' ({first_line(err)}); check the path"
             ) from None
         return cls(path, mode="r+")
+
+    def record_fingerprint(self, fingerprint: str) -> None:
+        self.cv.info[INFO_KEY] = {**self.extra, "fingerprint": fingerprint}
+        self.cv.commit_info()
+        self.extra = self.cv.info[INFO_KEY]
+        self.info = replace(self.info, fingerprint=fingerprint)
 
     def format_mismatches(self, output: OutputSettings) -> list[str]:
         """What of the stored format, beyond the geometry, disagrees with ``output``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from chunkflow.errors import ConfigError, VolumeError, first_line
 from chunkflow.geometry import Vec, vec
-from chunkflow.volumes.attributes import info_from_attrs
+from chunkflow.volumes.attributes import FINGERPRINT_ATTR, info_from_attrs
 from chunkflow.volumes.base import Volume, VolumeInfo, refuse_mip, shard_size_mismatch
 
 if TYPE_CHECKING:
@@ -78,6 +79,10 @@ class ZarrVolume(Volume):
             out.append(shard_size_mismatch(self.shard_size, output.shard_size))
         return out
 
+    def record_fingerprint(self, fingerprint: str) -> None:
+        self.array.attrs[FINGERPRINT_ATTR] = fingerprint
+        self.info = replace(self.info, fingerprint=fingerprint)
+
     @classmethod
     def create(cls, path: str, info: VolumeInfo, output: OutputSettings) -> ZarrVolume:
         """Create an array at ``path`` with the geometry of ``info``: (c, z, y, x) or (z, y, x)."""
@@ -89,7 +94,7 @@ def create_array(
     path: str, info: VolumeInfo, zarr_format: int = 3, shard_size: Vec | None = None
 ) -> None:
     """A zarr array at ``path`` laid out as ``info`` says (``chunk_size`` the inner chunk when
-    sharded), with ``voxel_offset`` and ``resolution`` attributes."""
+    sharded), with ``voxel_offset`` and ``resolution`` attributes (and the fingerprint, if any)."""
     import zarr
 
     lead = () if info.channels is None else (info.channels,)
@@ -107,6 +112,7 @@ def create_array(
         attributes={
             "voxel_offset": list(info.voxel_offset),
             "resolution": list(info.resolution),
+            **({FINGERPRINT_ATTR: info.fingerprint} if info.fingerprint else {}),
         },
         **extra,
     )

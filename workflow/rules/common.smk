@@ -6,8 +6,14 @@ from snakemake.utils import validate
 from chunkflow.errors import ChunkflowError
 from chunkflow.workflow_support import prepare
 
+# In the main snakemake process only (not in a job's re-parse, e.g. on a SLURM node), before the
+# DAG is built: refuse an output holding another run's results, and set aside the done-markers
+# that do not count, so that Snakemake computes those blocks (see WorkflowPlan.reconcile).
 try:
     RUN = prepare(config)
+    if workflow.is_main_process:
+        for warning in RUN.reconcile():
+            sys.stderr.write(f"chunkflow: warning: {warning}\n")
 except ChunkflowError as err:
     sys.stderr.write(f"chunkflow: error: {err}\n")
     sys.exit(1)

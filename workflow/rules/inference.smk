@@ -2,6 +2,7 @@ localrules:
     create_output,
     finish_output,
     summary,
+    verify,
 
 
 rule create_output:
@@ -73,6 +74,25 @@ rule summary:
     shell:
         "python {params.script:q} --config {params.config} --json {output.json}"
         " --text {output.text} > {log} 2>&1"
+
+
+# Only with `verify: true` (rule all asks for its record): re-read every finished block once the
+# output is whole and check it against its done-marker. A damaged block's marker is renamed
+# *.invalid and the rule fails, so the next run recomputes exactly those blocks.
+rule verify:
+    input:
+        RUN.finished_targets,
+    output:
+        RUN.verify_record,
+    params:
+        script=SCRIPTS / "verify.py",
+        config=RUN.config_path,
+    threads: 4
+    log:
+        RUN.log("verify"),
+    shell:
+        "python {params.script:q} --config {params.config} --jobs {threads}"
+        " --record {output} > {log} 2>&1"
 
 
 onsuccess:

@@ -1,4 +1,4 @@
-"""Rule infer_<block>: compute the job's blocks in one process; each writes its done-marker."""
+"""Rule infer_block: compute the named blocks in one process; each writes its done-marker."""
 
 import argparse
 import sys

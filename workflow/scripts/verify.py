@@ -1,0 +1,26 @@
+"""Rule verify: check every finished block against its done-marker and record the result."""
+
+import argparse
+import sys
+
+from chunkflow.config import load
+from chunkflow.entry import run_main
+from chunkflow.plan import make_plan
+from chunkflow.verify import VerifyOptions, run_verify
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--config", required=True, help="the run's config YAML (params.config)")
+    p.add_argument("--jobs", type=int, required=True, help="blocks checked at once (threads)")
+    p.add_argument("--record", required=True, help="the verify report as JSON (output)")
+    args = p.parse_args()
+
+    options = VerifyOptions(jobs=args.jobs)
+    status = run_verify(make_plan(load(args.config)), options, args.record)
+    if status:
+        raise SystemExit(status)  # damaged blocks: the rule fails, their markers are invalidated
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
