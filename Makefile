@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: demo test lint
+.PHONY: demo test lint browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,5 +24,12 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check chunkflow tests benchmarks workflow/scripts
 	$(BIN)/ruff check chunkflow tests benchmarks workflow/scripts
 
-test: lint
+# tests/test_report.py opens the run report in headless Chromium: installed here with apt-get
+# when it is missing and we are root (quietly); without a browser those tests are skipped.
+browser:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+		>/dev/null 2>&1) || echo "could not install chromium: the report's browser tests are skipped"
+
+test: lint browser
 	$(BIN)/pytest

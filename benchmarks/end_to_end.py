@@ -9,7 +9,7 @@ itself is computing (1.0 would be a run that only does forward passes, one job a
 ``--cores`` jobs at once the ratio can exceed 1.
 
     .venv/bin/python benchmarks/end_to_end.py [--block-size 32 256 256 --block-size 64 512 512]
-        [--cores 1] [--threads 1] [--shape 64 512 512]
+        [--cores 1] [--threads 1] [--shape 64 512 512] [--model demo|unet]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import yaml
 from common import patch_batches, sync
+from unet import build_model
 
 from chunkflow import config as config_mod
 from chunkflow.block import read_patch_input
@@ -42,13 +43,34 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def demo_config(run_dir: Path, block_size: list[int], threads: int) -> dict:
+UNET_PATCH = [20, 192, 192]  # 'same' convolutions: output patch = input patch
+
+
+def demo_config(run_dir: Path, block_size: list[int], threads: int, model: str) -> dict:
+    """The demo config on the volume in ``run_dir``, with the demo net or the 3D U-Net."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["block_size"] = block_size
     config["inference"]["threads"] = threads
     config["model"]["path"] = str(run_dir / "resources/demo/boundary_net.pt2")
     config["input"]["path"] = str(run_dir / "resources/demo/raw.zarr")
+    if model == "unet":
+        config["model"] = {
+            "path": str(REPO / "benchmarks" / "unet.py"),
+            "weights": str(write_unet_weights(run_dir)),
+            "input_patch_size": UNET_PATCH,
+            "output_patch_size": UNET_PATCH,
+            "output_channels": 3,
+        }
+        config["inference"]["batch_size"] = 1
     return config
+
+
+def write_unet_weights(run_dir: Path) -> Path:
+    """Seeded random weights of ``benchmarks/unet.py``'s network (what its build_model makes)."""
+    torch.manual_seed(0)
+    path = run_dir / "resources" / "unet.pth"
+    torch.save(build_model().state_dict(), path)
+    return path
 
 
 def workflow_seconds(run_dir: Path, config: dict, cores: int) -> float:
@@ -67,7 +89,10 @@ def workflow_seconds(run_dir: Path, config: dict, cores: int) -> float:
     stub.chmod(0o755)
     env = {**os.environ, "PATH": os.pathsep.join([str(stub.parent), str(BIN), os.environ["PATH"]])}
     start = time.perf_counter()
-    subprocess.run(command, check=True, env=env, capture_output=True)
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode:
+        logs = "".join(p.read_text() for p in sorted((run_dir / ".chunkflow/logs").rglob("*.log")))
+        sys.exit(f"snakemake failed:\n{result.stderr[-3000:]}\n{logs[-3000:]}")
     return time.perf_counter() - start
 
 
@@ -107,6 +132,12 @@ def main() -> None:
         help="a block size to run (repeat for several; default 32 256 256 and 64 512 512)",
     )
     parser.add_argument("--cores", type=int, default=1, help="snakemake --cores")
+    parser.add_argument(
+        "--model",
+        choices=["demo", "unet"],
+        default="demo",
+        help="the demo net, or the 3D U-Net of benchmarks/unet.py (random weights)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="inference.threads per job")
     parser.add_argument(
         "--shape", type=int, nargs=3, default=list(DEMO_SHAPE), help="the volume's z y x"
@@ -119,7 +150,7 @@ def main() -> None:
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, snakemake --cores {args.cores}, {args.threads} thread(s) per job"
     )
-    print(f"volume: {'x'.join(map(str, args.shape))}")
+    print(f"volume: {'x'.join(map(str, args.shape))}, model: {args.model}")
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
         write_demo(run_dir / "resources" / "demo", tuple(args.shape))
@@ -128,7 +159,7 @@ def main() -> None:
             f"{'forward/wall':>12}"
         )
         for block_size in block_sizes:
-            config = demo_config(run_dir, block_size, args.threads)
+            config = demo_config(run_dir, block_size, args.threads, args.model)
             wall = workflow_seconds(run_dir, config, args.cores)
             forward = forward_seconds(config)
             plan = make_plan(config_mod.parse(config))

@@ -1,4 +1,5 @@
 """A realistic residual 3D U-Net for benchmarks (random weights): anisotropic, 'same' convolutions.
+Also a chunkflow model file: `model.path: benchmarks/unet.py` with `model.weights`.
 
 Three levels (16, 32, 64 features), pooling (1, 2, 2) then (2, 2, 2), two residual blocks per
 level: about 1.3 M parameters, in the range of connectomics boundary / affinity networks.
@@ -51,3 +52,8 @@ class UNet3D(nn.Module):
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def build_model() -> nn.Module:
+    """The network, for chunkflow's `.py` model files (``model.path`` = this file)."""
+    return UNet3D()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import socket
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -15,6 +17,7 @@ import numpy as np
 
 from chunkflow import __version__
 from chunkflow.block_state import BlockState, Progress, chain_digest, input_digest
+from chunkflow.costs import format_seconds
 from chunkflow.dtypes import scale_input, to_output_dtype
 from chunkflow.errors import ConfigError, ModelError, VolumeError
 from chunkflow.geometry import Box
@@ -92,6 +95,62 @@ class _Clock:
     def as_json(self) -> dict[str, float]:
         stages = {"read": self.read, "infer": self.infer, "write": self.write}
         return {k: round(v, 4) for k, v in {**stages, "total": sum(stages.values())}.items()}
+
+
+PROGRESS_EVERY_S = 30.0  # a block job's progress lines come at most this often
+
+
+@dataclass
+class ProgressReport:
+    """A block job's progress, printed to stderr (the job's log): after each computed piece,
+    at most every ``PROGRESS_EVERY_S`` seconds (every piece with -v), and after the last piece
+    always::
+
+        chunkflow: block z0_y1_x0: piece 3/8, patches 120/400, 1.25 Mvoxel/s, about 42 s to go
+
+    The rate counts this job's pieces only (a resumed block's earlier pieces took no time here).
+    """
+
+    block: str
+    pieces: int
+    patches: int
+    voxels_ahead: int  # in the pieces this job computes
+    pieces_done: int = 0
+    patches_done: int = 0
+    computed: int = 0  # voxels of the pieces computed by this job
+    started: float = field(default_factory=time.monotonic)
+    shown: float = -math.inf
+
+    @classmethod
+    def resuming(cls, layout: PieceLayout, written: int) -> ProgressReport:
+        """The report of ``layout``'s block, whose first ``written`` pieces are written."""
+        ahead = layout.pieces[written:]
+        return cls(
+            layout.block.id,
+            len(layout.pieces),
+            layout.patch_count,
+            sum(piece.box.size for piece in ahead),
+            written,
+            sum(math.prod(map(len, layout.owned_intervals(p))) for p in layout.pieces[:written]),
+        )
+
+    def piece_done(self, patches: int, voxels: int) -> None:
+        self.pieces_done += 1
+        self.patches_done += patches
+        self.computed += voxels
+        now = time.monotonic()
+        every = 0.0 if log.isEnabledFor(logging.INFO) else PROGRESS_EVERY_S
+        if self.pieces_done < self.pieces and now - self.shown < every:
+            return
+        self.shown = now
+        rate = self.computed / max(now - self.started, 1e-9)
+        print(
+            f"chunkflow: block {self.block}: piece {self.pieces_done}/{self.pieces}, patches "
+            f"{self.patches_done}/{self.patches}, {rate / 1e6:.3g} Mvoxel/s, about "
+            f"{format_seconds((self.voxels_ahead - self.computed) / rate)} to go",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 @dataclass
@@ -226,7 +285,7 @@ class BlockRunner:
     ) -> Progress:
         pieces = layout.pieces
         streamed = len(pieces) > 1
-        started = time.time()
+        report = ProgressReport.resuming(layout, progress.written)
         with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
             start = progress.written
             next_read = (
@@ -261,18 +320,7 @@ class BlockRunner:
                     else progress,
                     clock,
                 )
-                if streamed:
-                    elapsed = time.time() - started
-                    done = k + 1 - start
-                    log.info(
-                        "block %s: piece %d/%d (%d patches), %.1f s, about %.0f s to go",
-                        layout.block.id,
-                        k + 1,
-                        len(pieces),
-                        len(read.patches),
-                        elapsed,
-                        elapsed / done * (len(pieces) - k - 1),
-                    )
+                report.piece_done(len(read.patches), piece.box.size)
             return pending.result() if pending is not None else progress
 
     def _compute(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -28,7 +30,10 @@ def cmd_plan(args: argparse.Namespace) -> None:
         raise ChunkflowError("--job-hours, --voxels-per-second and --max-jobs must be positive")
     plan = _plan(args)
     from chunkflow import costs as cost
+    from chunkflow.model_check import check_before_jobs
 
+    # the model's and the existing output's mistakes, first; `plan` writes nothing (no cache)
+    facts = check_before_jobs(plan, record=False)
     s, c = plan.settings, cost.plan_costs(plan)
     rate = args.voxels_per_second if given else s.job_voxels_per_second
     source = "--voxels-per-second" if given else "job.voxels_per_second"
@@ -69,6 +74,11 @@ def cmd_plan(args: argparse.Namespace) -> None:
         print(f"write   {total}, up to {high} per block")
     shards = f", shards {list(s.output.shard_size)}" if s.output.shard_size else ""
     print(f"output  {s.output.path}: {s.output.dtype}, chunks {list(s.output.chunk_size)}{shards}")
+    print(
+        f"model   {s.model.path}: {facts.output_channels} output channels, patches "
+        f"{list(plan.geometry.input_size)} -> {list(plan.geometry.output_size)}, batches of "
+        f"{s.inference.batch_size} checked on zero patches"
+    )
     print(
         f"job     ~{cost.format_bytes(c.job_memory_bytes)} of memory, "
         f"~{cost.format_seconds(target.job_seconds(s.block_size))} at "
@@ -137,17 +147,18 @@ def _markers(plan):
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    plan = _plan(args)
-    done, stale, missing, note = _markers(plan)
-    from chunkflow.summary import skipped_note
+    from chunkflow.status import format_status, require_run, run_status
 
-    skipped = sum(1 for marker in done if marker.skipped)
-    print(f"{len(done)}/{len(plan.blocks)} blocks done{skipped_note(skipped)}")
-    if note:
-        print(f"  {note}")
-    for label, ids in (("stale (settings changed)", stale), ("missing", missing)):
-        for block_id in ids[: args.show]:
-            print(f"  {label} {block_id}")
+    require_run(config_mod.load(args.config).state_dir)  # before the plan reads input and model
+    print(format_status(run_status(_plan(args)), args.show))
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from chunkflow.run_dir import snakemake_command
+
+    command = snakemake_command(args.directory, args.config, args.profile, args.snakemake_args)
+    print(f"chunkflow: {shlex.join(command)}", file=sys.stderr, flush=True)
+    os.execv(command[0], command)  # Snakemake itself: its signals, its lock, its exit status
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -161,6 +172,15 @@ def cmd_summary(args: argparse.Namespace) -> None:
     if args.text:
         Path(args.text).write_text(text + "\n")
     print(text)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from chunkflow.report import write_report
+    from chunkflow.workflow_support import report_path
+
+    plan = _plan(args)
+    out = args.out or report_path(plan.settings.state_dir)
+    print(f"wrote {write_report(plan, _markers(plan)[0], out)}; open it in a web browser")
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
@@ -179,6 +199,8 @@ def cmd_view(args: argparse.Namespace) -> None:
 
     plan = _plan(args)
     httpd, base = view.server(plan, args.port) if args.serve else (None, None)
+    for line in view.left_out(plan, base):
+        print(f"chunkflow: {line}", file=sys.stderr)
     state = view.state(plan, base)
     print(json.dumps(state, indent=1) if args.json else view.url(state), flush=True)
     if httpd is not None:
@@ -210,11 +232,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def command(name: str, func, help: str) -> argparse.ArgumentParser:
-        cp = sub.add_parser(name, help=help, description=help)
+    def command(name: str, func, help: str, **kwargs) -> argparse.ArgumentParser:
+        cp = sub.add_parser(name, help=help, description=help, **kwargs)
         cp.set_defaults(func=func)
         if name not in ("demo-data", "export-onnx"):
-            cp.add_argument("-c", "--config", default="config/config.yaml", help="config YAML")
+            cp.add_argument(
+                "-d",
+                "--directory",
+                default=".",
+                metavar="RUN_DIR",
+                help="the run directory, as snakemake's -d: relative paths in the config are "
+                "taken from it (default: the current directory)",
+            )
+            cp.add_argument(
+                *(() if name == "run" else ("-c",)),  # in `run`, -c is snakemake's --cores
+                "--config",
+                help="config YAML (default: config.yaml, or else config/config.yaml, in the run "
+                "directory)",
+            )
         return cp
 
     pl = command("plan", cmd_plan, "show the block grid, its costs and a block size to use")
@@ -235,21 +270,40 @@ def parser() -> argparse.ArgumentParser:
     )
     command(
         "create-output", cmd_create_output, "create the output store (or check an existing one)"
-    ).add_argument("--record", help="also write the output's metadata as JSON here")
+    ).add_argument("--record", type=_here, help="also write the output's metadata as JSON here")
     command(
         "finish-output", cmd_finish_output, "make the output whole after the blocks (HDF5: VDS)"
-    ).add_argument("--record", help="also write a JSON record here")
+    ).add_argument("--record", type=_here, help="also write a JSON record here")
     rb = command("run-block", cmd_run_block, "compute blocks by id, without Snakemake")
     rb.add_argument(
         "block", nargs="+", help="block ids such as z0_y1_x2, or their done-marker paths (*.json)"
     )
     rb.add_argument("--expect-fingerprint", help="refuse to run if the settings hash differs")
-    command("status", cmd_status, "count finished blocks").add_argument(
-        "--show", type=int, default=20, help="list at most this many missing blocks"
+    command(
+        "status",
+        cmd_status,
+        "blocks done, running, failed and missing; throughput, ETA, slowest and failed blocks",
+    ).add_argument(
+        "--show",
+        type=_count_or_all,
+        default=10,
+        metavar="N",
+        help="list at most N blocks of each kind (default 10; all: every one)",
     )
+    rn = command(
+        "run",
+        cmd_run,
+        "run the workflow: snakemake -s <this checkout's workflow/Snakefile> -d RUN_DIR "
+        "--configfile CONFIG [--profile DIR], and any other snakemake arguments (e.g. -n)",
+        allow_abbrev=False,  # a snakemake option is never taken for a prefix of ours
+    )
+    rn.add_argument("--profile", metavar="DIR", help="snakemake profile (e.g. profiles/slurm)")
     sm = command("summary", cmd_summary, "aggregate the done-markers")
-    sm.add_argument("--json", help="also write the summary as JSON here")
-    sm.add_argument("--text", help="also write the summary text here")
+    sm.add_argument("--json", type=_here, help="also write the summary as JSON here")
+    sm.add_argument("--text", type=_here, help="also write the summary text here")
+    command(
+        "report", cmd_report, "write the HTML report: block map, throughput, stages, thumbnails"
+    ).add_argument("--out", type=_here, help="the HTML file (default: <state_dir>/report.html)")
     vf = command(
         "verify",
         cmd_verify,
@@ -269,7 +323,7 @@ def parser() -> argparse.ArgumentParser:
     vf.add_argument(
         "--again", action="store_true", help="check blocks verified before too (verified.jsonl)"
     )
-    vf.add_argument("--record", help="also write the report as JSON here")
+    vf.add_argument("--record", type=_here, help="also write the report as JSON here")
     vw = command("view", cmd_view, "print a neuroglancer link: the output over the input")
     vw.add_argument("--json", action="store_true", help="print the viewer state as JSON")
     vw.add_argument("--serve", action="store_true", help="serve local volumes over HTTP")
@@ -287,9 +341,40 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _here(path: str) -> str:
+    """A path on the command line, taken from the current directory (as Snakemake does),
+    not from the run directory the command then works in."""
+    return os.path.abspath(path)
+
+
+def _count_or_all(value: str) -> int | None:
+    if value == "all":
+        return None
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is neither a count nor 'all'")
+    return int(value)
+
+
+def _in_run_directory(args: argparse.Namespace) -> None:
+    """Run the command; one that reads a config works in its run directory (``-d``)."""
+    if args.command == "run" or not hasattr(args, "directory"):
+        args.func(args)
+        return
+    from chunkflow.run_dir import inside
+
+    with inside(args.directory, args.config) as config:
+        args.config = str(config)
+        args.func(args)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    return run_main(lambda: args.func(args), args.verbose)
+    cli = parser()
+    args, rest = cli.parse_known_args(argv)
+    if args.command == "run":
+        args.snakemake_args = rest
+    elif rest:
+        cli.error(f"unrecognized arguments: {' '.join(rest)}")
+    return run_main(lambda: _in_run_directory(args), args.verbose)
 
 
 if __name__ == "__main__":

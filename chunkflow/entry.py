@@ -4,6 +4,7 @@ logging, and errors reported in one line on stderr instead of a traceback."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -14,7 +15,9 @@ def run_main(main: Callable[[], object], verbose: bool = False) -> int:
     """Call ``main()`` and return the process's exit status.
 
     0 when it returns; 2 after a ChunkflowError and 1 after an OSError (a path that cannot be
-    read or written), each reported as one line on stderr: ``chunkflow: error: ...``.
+    read or written), each reported as one line on stderr: ``chunkflow: error: ...``. When the
+    reader of stdout goes away (``chunkflow status | head -1``) it stops quietly with 141, the
+    status of a process ended by SIGPIPE.
     """
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -22,6 +25,10 @@ def run_main(main: Callable[[], object], verbose: bool = False) -> int:
     )
     try:
         main()
+        sys.stdout.flush()  # a closed pipe shows here at the latest, not at the interpreter's exit
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # drop what is unwritten
+        return 141
     except ChunkflowError as err:
         print(f"chunkflow: error: {err}", file=sys.stderr)
         return 2

@@ -99,10 +99,11 @@ class Predictor:
         try:
             with torch.inference_mode(), self._autocast():
                 out = self.model(batch)
-        except RuntimeError as err:
+        except Exception as err:  # whatever the user's network raises: one line
+            hint = "; check model.input_patch_size and the model's expected input"
             raise ModelError(
-                f"the model failed on a batch of shape {list(batch.shape)}: {first_line(err)}; "
-                "check model.input_patch_size and the model's expected input"
+                f"the model failed on a batch of shape {list(batch.shape)}: {first_line(err)}"
+                + (hint if isinstance(err, RuntimeError) else f" ({type(err).__name__})")
             ) from None
         expected = self.geometry.output_size
         if out.ndim != 5 or tuple(out.shape[2:]) != expected or out.shape[0] != batch.shape[0]:

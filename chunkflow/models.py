@@ -65,9 +65,27 @@ def _from_python_file(path: str, weights: str) -> torch.nn.Module:
         network.load_state_dict(state)
     except Exception as err:
         raise ModelError(
-            f"cannot load weights '{weights}' into the network of '{path}': {err}"
+            f"cannot load weights '{weights}' into the network of '{path}': {first_line(err)}"
         ) from None
     return network
+
+
+def holds_only_weights(path: str) -> bool:
+    """Whether ``path`` is a torch.save'd state dict (names to tensors), or a training
+    checkpoint holding one: weights without the network, which users often give as model.path."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+
+    def has_tensors(value: object) -> bool:
+        return isinstance(value, dict) and any(isinstance(v, torch.Tensor) for v in value.values())
+
+    return has_tensors(state) or (
+        isinstance(state, dict) and any(has_tensors(v) for v in state.values())
+    )
 
 
 def load_model(settings: ModelSettings, device: torch.device) -> torch.nn.Module | OnnxModel:
@@ -98,6 +116,12 @@ def load_model(settings: ModelSettings, device: torch.device) -> torch.nn.Module
     except ModelError:
         raise
     except Exception as err:
+        if holds_only_weights(path):
+            raise ModelError(
+                f"model.path '{path}' holds weights only (a state dict), not a network: set "
+                "model.path to a .py file whose build_model() returns the network, and "
+                "model.weights to this file"
+            ) from None
         raise ModelError(f"cannot load model '{path}': {first_line(err)}") from None
     network = network.to(device)
     # an exported program keeps the mode it was exported in (its module refuses eval())

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from chunkflow.errors import VolumeError
-from chunkflow.geometry import Box
 from chunkflow.grid import BlockGrid
 from chunkflow.markers import DoneMarker, marker_dir, read_markers, set_aside, write_json_atomic
+from chunkflow.model_check import model_facts
 from chunkflow.plan import RunPlan
 from chunkflow.volumes import (
     Volume,
@@ -31,38 +31,15 @@ from chunkflow.volumes import (
 )
 
 
-def model_output_channels(plan: RunPlan) -> int:
-    """Channels of the model's output, from one forward pass of a zero patch on the CPU.
-
-    The pass also checks that the model's output patch has the configured size.
-    """
-    import numpy as np
-    import torch
-
-    from chunkflow.inference import Predictor
-    from chunkflow.models import load_model
-
-    settings = plan.settings
-    device = torch.device("cpu")
-    predictor = Predictor(
-        model=load_model(settings.model, device),
-        geometry=plan.geometry,
-        blend="constant",
-        batch_size=1,
-        device=device,
-        output_channels=settings.model.output_channels,
-        affinity_axes=settings.model.affinity_axes,  # its length is checked against the model
-    )
-    channels = plan.input_info.channels or 1
-    probe = np.zeros((channels, *plan.geometry.input_size), dtype=np.float32)
-    box = Box.from_shape((0, 0, 0), plan.geometry.output_size)
-    return int(predictor.predict(probe, plan.geometry.input_box(box), [box], box).shape[0])
-
-
 def record_path(state_dir: str, fingerprint: str) -> Path:
     """The record that this state dir made (or took over) the output for ``fingerprint``,
     written by ``create_output``: the workflow's create_output target."""
     return Path(state_dir) / "output" / f"{fingerprint}.json"
+
+
+def finish_record_path(state_dir: str) -> Path:
+    """The record that ``finish_output`` made the output whole: the workflow's finish target."""
+    return Path(state_dir) / "finished.json"
 
 
 def output_record(volume: Volume, created: bool) -> dict[str, Any]:
@@ -88,14 +65,15 @@ def create_output(plan: RunPlan) -> tuple[Volume, bool]:
     count against the model's. Returns the volume and whether it was created.
     """
     existing = plan.existing_output(results=False)
-    info = replace(plan.output_info(model_output_channels(plan)), fingerprint=plan.fingerprint)
+    if existing is not None and not may_replace(plan, existing.info.fingerprint):
+        refuse_other_results(existing, plan.fingerprint)  # before anything is written
+    channels = model_facts(plan).output_channels  # cached when the workflow planned
+    info = replace(plan.output_info(channels), fingerprint=plan.fingerprint)
     output = plan.settings.output
     if existing is None:
         volume, created = output_backend(output.path).create(output.path, info, output), True
     else:
         refuse_mismatch(existing, info, output)
-        if not may_replace(plan, existing.info.fingerprint):
-            refuse_other_results(existing, plan.fingerprint)
         if existing.info.fingerprint != plan.fingerprint:
             existing.record_fingerprint(plan.fingerprint)
         volume, created = existing, False

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from chunkflow.geometry import Vec
@@ -83,7 +83,21 @@ class Settings:
     verify: bool = False
 
     def result_fingerprint(self, model_sha256: str) -> str:
-        """A hash of every setting that can change the written numbers, and of the model file.
+        """A hash of every setting that can change the written numbers, and of the model file
+        (``result_settings``)."""
+        text = json.dumps(self._result_relevant(model_sha256), sort_keys=True, default=list)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def result_settings(self, model_sha256: str) -> dict[str, Any]:
+        """What the result fingerprint hashes, as dotted keys of the config (``inference.overlap``)
+        and JSON values; the model file's content is ``model.sha256``."""
+        relevant = self._result_relevant(model_sha256)
+        offset, size = relevant.pop("roi")
+        relevant["roi"] = {"offset": offset, "size": size}
+        return _dotted(json.loads(json.dumps(relevant, default=list)))
+
+    def _result_relevant(self, model_sha256: str) -> dict[str, Any]:
+        """The settings that can change the written numbers, nested as the fingerprint hashes them.
 
         Batch size, device, threads, the piece size, the job's resources, the mask (which picks
         blocks, not their values), ``verify``, ``output.replace`` and the state directory are
@@ -99,7 +113,7 @@ class Settings:
             model.pop("affinity_axes")
         if self.inference.non_finite == "fail":  # the default: earlier fingerprints stay valid
             inference.pop("non_finite")
-        relevant = {
+        return {
             "input": asdict(self.input),
             "output": {k: v for k, v in asdict(self.output).items() if k != "replace"},
             "roi": [self.roi_offset, self.roi_size],
@@ -107,5 +121,14 @@ class Settings:
             "model": model,
             "inference": inference,
         }
-        text = json.dumps(relevant, sort_keys=True, default=list)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _dotted(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` as ``{"a.b": 1}``; lists are values."""
+    flat: dict[str, Any] = {}
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

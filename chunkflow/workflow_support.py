@@ -9,13 +9,15 @@ import hashlib
 import math
 import os
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from chunkflow import config as config_mod
+from chunkflow.block_logs import first_error, job_logs, log_tail, unfinished_logs
 from chunkflow.errors import ConfigError
 from chunkflow.markers import marker_path, set_aside_invalid, write_text_atomic
 from chunkflow.plan import RunPlan, make_plan
@@ -27,6 +29,7 @@ class WorkflowPlan:
     # a Path: Snakemake's params trigger records plain values only, so a new stored config
     # (batch_size changed) reruns nothing; the fingerprint decides that
     config_path: Path
+    started: float = field(default_factory=time.time)  # when this snakemake read the config
 
     @property
     def fingerprint(self) -> str:
@@ -52,6 +55,14 @@ class WorkflowPlan:
         from chunkflow.output_store import record_path
 
         return str(record_path(self.state_dir, self.fingerprint))
+
+    def check_model(self) -> None:
+        """Load and probe the model once (cached by its digest and the patch geometry) and
+        check an existing output against it: its mistakes fail here, in one line, not in the
+        first job (``model_check``). Only for the main snakemake process, like ``reconcile``."""
+        from chunkflow.model_check import check_before_jobs
+
+        check_before_jobs(self.plan)
 
     def reconcile(self) -> list[str]:
         """Make what Snakemake will find match what counts, before it builds its DAG; return
@@ -82,9 +93,23 @@ class WorkflowPlan:
             f"(e.g. {invalid[0]}); their blocks will be computed again"
         ]
 
+    def settings_note(self) -> str | None:
+        """Record this fingerprint's settings in the state dir; when the output holds the
+        results of another fingerprint, one line naming the settings that changed, before and
+        now (``setting_changes``). Only for the main snakemake process, like ``reconcile``."""
+        from chunkflow.output_store import open_existing
+        from chunkflow.setting_changes import change_note, record_settings
+
+        record_settings(self.plan)
+        existing = open_existing(self.plan)
+        held = existing.info.fingerprint if existing is not None else None
+        return None if held in (None, self.fingerprint) else change_note(self.plan, held)
+
     @property
     def finish_record(self) -> str:
-        return str(Path(self.state_dir) / "finished.json")
+        from chunkflow.output_store import finish_record_path
+
+        return str(finish_record_path(self.state_dir))
 
     @property
     def final_targets(self) -> list[str]:
@@ -97,9 +122,15 @@ class WorkflowPlan:
     def finished_targets(self) -> list[str]:
         """The summary, and the finished output for formats that assemble their blocks (HDF5):
         what the verify rule waits for."""
+        return [self.summary_json, *self.assembled]
+
+    @property
+    def assembled(self) -> list[str]:
+        """The finish record for formats that assemble their blocks (HDF5), else nothing: what
+        the summary waits for besides the markers (its report reads the output)."""
         from chunkflow.output_store import needs_finish
 
-        return [self.summary_json] + ([self.finish_record] if needs_finish(self.plan) else [])
+        return [self.finish_record] if needs_finish(self.plan) else []
 
     @property
     def verify_record(self) -> str:
@@ -113,10 +144,38 @@ class WorkflowPlan:
     def summary_text(self) -> str:
         return str(Path(self.state_dir) / "summary.txt")
 
+    @property
+    def report_html(self) -> str:
+        return str(report_path(self.state_dir))
+
     def log(self, rule: str, name: str = "") -> str:
-        return str(
-            Path(self.state_dir) / "logs" / (f"{rule}/{name}.log" if name else f"{rule}.log")
-        )
+        if name:
+            return str(job_logs(self.state_dir, rule) / f"{name}.log")
+        return str(Path(self.state_dir) / "logs" / f"{rule}.log")
+
+    def failure_lines(self, most: int = 3) -> list[str]:
+        """The causes of this snakemake's failed jobs, a line each, for the end of its output
+        (the Snakefile's ``onerror``): the first error of each rule log and block log written
+        since it started; at most ``most`` block jobs, then how many more failed."""
+        lines = []
+        for rule in ("create_output", "finish_output", "summary", "verify"):
+            path = Path(self.log(rule))
+            if path.is_file() and path.stat().st_mtime >= self.started:
+                if cause := first_error(log_tail(path)):
+                    lines.append(_failure_line(rule, cause, path))
+        without_marker = _WithoutMarker(self.state_dir, self.fingerprint)
+        window = time.time() - self.started
+        failed = [
+            log
+            for log in unfinished_logs(self.plan, without_marker)
+            if log.error is not None and log.age_s <= window
+        ]
+        lines += [_failure_line(f"block {f.block}", f.error, f.path) for f in failed[:most]]
+        if len(failed) > most:
+            lines.append(
+                f"chunkflow: {len(failed) - most} more block job(s) failed: see `chunkflow status`"
+            )
+        return lines
 
     @property
     def job_mem_mb(self) -> int:
@@ -130,6 +189,27 @@ class WorkflowPlan:
         settings = self.plan.settings
         block_voxels = math.prod(settings.block_size)
         return 10 + math.ceil(2 * block_voxels / settings.job_voxels_per_second / 60)
+
+
+def _failure_line(job: str, cause: str, log: Path) -> str:
+    cause = cause.split("chunkflow: error: ", 1)[-1]
+    return f"chunkflow: error: {job} failed: {cause} (log: {log})"
+
+
+@dataclass(frozen=True)
+class _WithoutMarker:
+    """The blocks without a done-marker of ``fingerprint``, as a container (no listing)."""
+
+    state_dir: str
+    fingerprint: str
+
+    def __contains__(self, block_id: object) -> bool:
+        return not marker_path(self.state_dir, self.fingerprint, str(block_id)).exists()
+
+
+def report_path(state_dir: str) -> Path:
+    """Where the summary rule writes the HTML report (and `chunkflow report` by default)."""
+    return Path(state_dir) / "report.html"
 
 
 def prepare(config: dict[str, Any]) -> WorkflowPlan:

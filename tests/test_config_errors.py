@@ -164,7 +164,7 @@ def test_missing_or_unreadable_config_file(tmp_path, small_config):
     cases = [
         Case(
             "missing",
-            ("'nope.yaml' not found", "pass an existing YAML file"),
+            ("/nope.yaml' not found", "pass an existing YAML file"),
             config_arg="nope.yaml",
         ),
         Case(
@@ -195,9 +195,10 @@ def test_missing_or_unreadable_config_file(tmp_path, small_config):
         Case("empty-run-block", ("is empty",), config_text="", command=("run-block", "z0_y0_x0")),
     ]
     check_failures(run_cases(tmp_path, small_config, cases))
-    # without --config, `chunkflow` reads config/config.yaml in the working directory
+    # without --config, `chunkflow` reads config.yaml or config/config.yaml of the run directory
     bare = subprocess.run([*CHUNKFLOW, "plan"], cwd=tmp_path, capture_output=True, text=True)
-    assert not one_line_error(bare, ("'config/config.yaml' not found",))
+    expected = ("no config.yaml or config/config.yaml in run directory '.'", "--config FILE")
+    assert not one_line_error(bare, expected)
 
 
 def test_a_path_that_cannot_be_written(tmp_path, small_config):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 import zarr
-from helpers import config_with, write_volume
+from helpers import ConstantNet, config_with, save_torchscript, write_volume
 
 from chunkflow import config as config_mod
 from chunkflow.cli import main
@@ -164,11 +164,12 @@ def test_advice_fills_the_target_job_with_equal_strides_per_axis():
 
 
 def huge_config(tmp_path: Path, block_size: list[int]) -> str:
-    """A 4096 x 16384 x 16384 (1.1e12 voxels) uint8 zarr with no chunk written."""
+    """A 4096 x 16384 x 16384 (1.1e12 voxels) uint8 zarr with no chunk written, and a model
+    (checked by `plan` on zero patches)."""
     zarr.create_array(
         tmp_path / "huge.zarr", shape=(4096, 16384, 16384), chunks=(64, 512, 512), dtype="uint8"
     )
-    (tmp_path / "net.pt2").touch()
+    net = save_torchscript(ConstantNet(0.5, channels=3, crop=(2, 3, 3)), tmp_path / "net.pt")
     config = {
         "input": {"path": str(tmp_path / "huge.zarr")},
         "output": {
@@ -178,7 +179,7 @@ def huge_config(tmp_path: Path, block_size: list[int]) -> str:
         },
         "block_size": block_size,
         "model": {
-            "path": str(tmp_path / "net.pt2"),
+            "path": net,
             "input_patch_size": [20, 134, 134],
             "output_patch_size": [16, 128, 128],
             "output_channels": 3,

@@ -121,3 +121,56 @@ def test_view_command_and_summary_print_the_state(tmp_path, run_config, capsys):
     link = capsys.readouterr().out.strip()
     assert link == view.url(view.state(plan)) and link.startswith(view.NEUROGLANCER + "#!")
     assert link in format_summary(summarize(plan, []))
+
+
+def test_view_says_why_it_leaves_out_an_hdf5_layer(tmp_path, small_config, capsys):
+    from test_formats import hdf5_input
+
+    from chunkflow import cli
+
+    config = config_with(small_config, **{"input.path": hdf5_input(tmp_path)})
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config))
+    assert cli.main(["view", "--config", str(path), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert [layer["name"] for layer in json.loads(out)["layers"]] == ["output"]
+    assert err.splitlines() == [
+        f"chunkflow: the input layer '{config['input']['path']}' is left out: neuroglancer "
+        "cannot read HDF5; `chunkflow view --serve` serves it as zarr"
+    ]
+
+
+def test_view_serves_an_hdf5_volume_as_zarr(tmp_path, small_config):
+    """Neuroglancer reads zarr over HTTP: the served HDF5 dataset's .zarray, and each chunk
+    whole (zeros past the volume's end), as the dataset holds it."""
+    import h5py
+
+    raw = smooth_volume((20, 48, 56))
+    with h5py.File(tmp_path / "raw.h5", "w") as f:
+        f.create_dataset("raw", data=raw, chunks=(8, 16, 16)).attrs["voxel_offset"] = (2, 3, 5)
+    config = config_with(small_config, **{"input.path": f"{tmp_path / 'raw.h5'}:/raw"})
+    plan = make_plan(config_mod.parse(config))
+    httpd, base = view.server(plan, port=0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        assert view.left_out(plan, base) == []
+        source = next(s["source"] for s in view.state(plan, base)["layers"] if s["name"] == "input")
+        assert source["url"] == f"zarr://{base}/input"
+        assert [row[-1] for row in source["transform"]["matrix"]] == [2, 3, 5]
+        with urllib.request.urlopen(f"{base}/input/.zarray") as reply:
+            meta = json.loads(reply.read())
+            assert reply.headers["Access-Control-Allow-Origin"] == "*"
+        assert meta["shape"] == [20, 48, 56] and meta["chunks"] == [8, 16, 16]
+        assert (meta["dtype"], meta["compressor"]) == ("|u1", None)
+        for key, box in (("1.2.0", np.s_[8:16, 32:48, 0:16]), ("2.2.3", np.s_[16:, 32:, 48:])):
+            with urllib.request.urlopen(f"{base}/input/{key}") as reply:
+                chunk = np.frombuffer(reply.read(), dtype=np.uint8).reshape(8, 16, 16)
+            part = raw[box]
+            assert np.array_equal(chunk[: part.shape[0], :, : part.shape[2]], part)
+            assert chunk.sum() == part.sum()  # the rest of an edge chunk: zeros
+        for missing in ("3.0.0", "0.0", "x.y.z", "0.0.-1", "zarr.json"):
+            with pytest.raises(urllib.error.HTTPError, match="404"):
+                urllib.request.urlopen(f"{base}/input/{missing}")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

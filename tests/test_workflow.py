@@ -463,6 +463,55 @@ def test_deleted_marker_reruns_that_block_only(finished, expected, tmp_path, run
     assert np.array_equal(output(run_dir)[...], expected)
 
 
+def test_block_run_by_hand_is_not_computed_again(expected, tmp_path, run_env, elsewhere):
+    """`chunkflow create-output` and `run-block` by hand, then `create-output` again (the output
+    record is now newer than the block's marker): snakemake computes only the other blocks."""
+    run_dir = make_run_dir(tmp_path / "run")
+
+    def chunkflow(*args: str) -> None:
+        command = [str(BIN / "chunkflow"), *args, "-c", "config.yaml"]
+        subprocess.run(command, cwd=run_dir, env=run_env, check=True, timeout=RUN_TIMEOUT)
+
+    chunkflow("create-output")
+    chunkflow("run-block", "z0_y1_x0")
+    by_hand = marker_dir(run_dir) / "z0_y1_x0.json"
+    stamp = by_hand.stat().st_mtime_ns
+    chunkflow("create-output")
+    record = run_dir / ".chunkflow" / "output" / f"{fingerprint(run_dir)}.json"
+    assert record.stat().st_mtime_ns > stamp
+
+    dry = snakemake(run_dir, run_env, elsewhere, "-n")
+    assert job_counts(dry.text) == {"infer_block": N_BLOCKS - 1, "summary": 1, "all": 1}
+    assert not any("z0_y1_x0" in r for r in reasons(dry.text, "infer_block"))
+    result = snakemake(run_dir, run_env, elsewhere)
+    assert job_counts(result.text) == {"infer_block": N_BLOCKS - 1, "summary": 1, "all": 1}
+    assert by_hand.stat().st_mtime_ns == stamp
+    assert np.array_equal(output(run_dir)[...], expected)
+
+
+def test_slurm_dry_run_asks_a_gpu_and_runtime_for_block_jobs_only(tmp_path, run_env, elsewhere):
+    """profiles/slurm sets the GPU for rule infer_block alone, and only it gets a runtime: the
+    local rules (every one of them here: HDF5 output, verify) ask for neither."""
+    config = config_with(BASE_CONFIG, **{"output.path": "results/out.h5:/p", "verify": True})
+    run_dir = make_run_dir(tmp_path / "run", config)
+    dry = snakemake(run_dir, run_env, elsewhere, "-n", "--profile", str(REPO / "profiles/slurm"))
+    jobs = re.split(r"\n(?=(?:local)?rule \w+:)", dry.text)[1:]
+    asked = {}
+    for job in jobs:
+        rule = re.match(r"(?:local)?rule (\w+):", job)[1]
+        line = re.search(r"^\s*resources: (.*)$", job, flags=re.M)[1]
+        asked.setdefault(rule, []).append(dict(r.split("=", 1) for r in line.split(", ")))
+    local = {"create_output", "finish_output", "summary", "verify", "all"}
+    assert set(asked) == local | {"infer_block"}, dry.text
+    assert len(asked["infer_block"]) == N_BLOCKS
+    for rule, resources in asked.items():
+        for r in resources:
+            if rule == "infer_block":
+                assert r["gpu"] == "1" and int(r["runtime"]) == 11, r  # 10 min + 1 for its voxels
+            else:
+                assert "gpu" not in r and "runtime" not in r, (rule, r)
+
+
 def test_hdf5_output_is_assembled_after_the_blocks(expected, tmp_path, run_env, elsewhere):
     """Each block job writes its own part file; a local rule joins them in one virtual dataset,
     again when a block is recomputed."""
@@ -570,17 +619,30 @@ def rerun_everything(run_dir: Path, env, cwd, ref_dir: Path, run: bool = True) -
     return dry.text
 
 
+def changed_settings(text: str) -> str:
+    """The one line of a snakemake run naming the settings changed since the output was made."""
+    lines = [line for line in text.splitlines() if line.startswith("chunkflow: settings changed")]
+    assert len(lines) == 1, text
+    return lines[0]
+
+
 def test_new_model_weights_rerun_every_block(finished, expected, tmp_path, run_env, elsewhere):
     run_dir = copy_run(finished[0], tmp_path / "run")
     model = run_dir / "models" / "net.pt"
-    old = model.stat()
+    old, old_sha = model.stat(), file_sha256(model)
     save_torchscript(ValidConvNet(channels_out=CHANNELS, seed=1), model)
     os.utime(model, ns=(old.st_atime_ns, old.st_mtime_ns))  # same path, same time: new bytes
+    old_fingerprint = fingerprint(finished[0])
     dry = rerun_everything(run_dir, run_env, elsewhere, tmp_path / "ref")
     why = reasons(dry, "infer_block")
     assert len(why) == N_BLOCKS
     assert all("Missing output files" in r for r in why), why
     sha = file_sha256(model)
+    assert changed_settings(dry) == (
+        f"chunkflow: settings changed since the output was made (fingerprint {old_fingerprint} "
+        f'→ {fingerprint(run_dir)}): model.sha256 "{old_sha}" → "{sha}"; every block will be '
+        "computed"
+    )
     assert {m["model_sha256"] for m in markers(run_dir).values()} == {sha}
     assert not np.array_equal(output(run_dir)[...], expected)
 
@@ -595,10 +657,19 @@ def test_new_model_weights_rerun_every_block(finished, expected, tmp_path, run_e
 )
 def test_patch_geometry_reruns_every_block(finished, tmp_path, run_env, elsewhere, changes):
     run_dir = copy_run(finished[0], tmp_path / "run")
-    write_config(run_dir, config_with(read_config(run_dir), **changes))
+    before = read_config(run_dir)
+    write_config(run_dir, config_with(before, **changes))
     full = "model.output_patch_size" in changes  # the overlap case is only dry-run (time)
     dry = rerun_everything(run_dir, run_env, elsewhere, tmp_path / "ref", run=full)
     assert all("Missing output files" in r for r in reasons(dry, "infer_block"))
+    # the dry run names each changed setting, before and now (the default crop_margin follows
+    # the output patch: it changes with it)
+    note = changed_settings(dry).split("): ", 1)[1].split("; ")
+    for key, value in changes.items():
+        section, name = key.split(".")
+        assert f"{key} {json.dumps(before[section][name])} → {json.dumps(value)}" in note
+    if not full:
+        assert note == ["inference.overlap [2, 4, 4] → [1, 2, 6]", "every block will be computed"]
 
 
 def wait_for(condition, timeout: float, proc: subprocess.Popen, what: str) -> None:

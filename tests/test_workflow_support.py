@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -89,3 +90,32 @@ def test_no_config_is_a_clear_error() -> None:
 
     with pytest.raises(ConfigError, match="run snakemake with --configfile"):
         prepare({})
+
+
+def test_settings_note_names_the_settings_changed_since_the_output_was_made(
+    small_config: dict,
+) -> None:
+    from chunkflow.output_store import create_output
+    from chunkflow.setting_changes import settings_path
+
+    first = prepare(small_config)
+    assert first.settings_note() is None  # no output yet
+    recorded = settings_path(small_config["state_dir"], first.fingerprint)
+    assert json.loads(recorded.read_text())["inference.overlap"] == [2, 4, 6]
+    create_output(first.plan)
+    assert first.settings_note() is None  # the output holds this fingerprint's results
+    changes = {"inference.blend": "gaussian", "roi.size": [20, 48, 48], "inference.batch_size": 1}
+    changed = prepare(config_with(small_config, **changes))
+    what = (
+        "settings changed since the output was made "
+        f"(fingerprint {first.fingerprint} → {changed.fingerprint})"
+    )
+    assert changed.settings_note() == (
+        f'{what}: inference.blend "bump" → "gaussian"; roi.size unset → [20, 48, 48]; '
+        "every block will be computed"
+    )  # batch_size is no result setting
+    recorded.unlink()  # e.g. made before settings were recorded
+    assert changed.settings_note() == (
+        f"{what}; which ones is not recorded ({recorded} does not exist); every block will be "
+        "computed"
+    )

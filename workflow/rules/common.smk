@@ -7,13 +7,19 @@ from chunkflow.errors import ChunkflowError
 from chunkflow.workflow_support import prepare
 
 # In the main snakemake process only (not in a job's re-parse, e.g. on a SLURM node), before the
-# DAG is built: refuse an output holding another run's results, and set aside the done-markers
-# that do not count, so that Snakemake computes those blocks (see WorkflowPlan.reconcile).
+# DAG is built: check the model on zero patches, cached by its digest (WorkflowPlan.check_model),
+# and an existing output against it; refuse an output holding another run's results, and set
+# aside the done-markers that do not count, so that Snakemake computes those blocks
+# (WorkflowPlan.reconcile); name the settings that changed since the output was made
+# (WorkflowPlan.settings_note).
 try:
     RUN = prepare(config)
     if workflow.is_main_process:
+        RUN.check_model()
         for warning in RUN.reconcile():
             sys.stderr.write(f"chunkflow: warning: {warning}\n")
+        if note := RUN.settings_note():
+            sys.stderr.write(f"chunkflow: {note}\n")
 except ChunkflowError as err:
     sys.stderr.write(f"chunkflow: error: {err}\n")
     sys.exit(1)

@@ -60,12 +60,15 @@ rule finish_output:
         "python {params.script:q} --config {params.config} --record {output} > {log} 2>&1"
 
 
+# The summary and the HTML report (which reads a slice of the output: after finish_output).
 rule summary:
     input:
         expand(RUN.marker_pattern, block=RUN.block_ids),
+        RUN.assembled,
     output:
         json=RUN.summary_json,
         text=RUN.summary_text,
+        report=RUN.report_html,
     params:
         script=SCRIPTS / "summary.py",
         config=RUN.config_path,
@@ -73,7 +76,7 @@ rule summary:
         RUN.log("summary"),
     shell:
         "python {params.script:q} --config {params.config} --json {output.json}"
-        " --text {output.text} > {log} 2>&1"
+        " --text {output.text} --report {output.report} > {log} 2>&1"
 
 
 # Only with `verify: true` (rule all asks for its record): re-read every finished block once the

@@ -1,4 +1,5 @@
-"""Rule summary: aggregate the blocks' done-markers into summary.json and summary.txt."""
+"""Rule summary: aggregate the blocks' done-markers into summary.json, summary.txt and the
+HTML report."""
 
 import argparse
 import json
@@ -9,6 +10,7 @@ from chunkflow.config import load
 from chunkflow.entry import run_main
 from chunkflow.markers import read_markers
 from chunkflow.plan import make_plan
+from chunkflow.report import write_report
 from chunkflow.summary import format_summary, summarize
 
 
@@ -17,6 +19,7 @@ def main() -> None:
     p.add_argument("--config", required=True, help="the run's config YAML (params.config)")
     p.add_argument("--json", required=True, help="the summary as JSON (output.json)")
     p.add_argument("--text", required=True, help="the summary as text (output.text)")
+    p.add_argument("--report", required=True, help="the HTML report (output.report)")
     args = p.parse_args()
 
     plan = make_plan(load(args.config))
@@ -25,6 +28,7 @@ def main() -> None:
     text = format_summary(summary)
     Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
     Path(args.text).write_text(text + "\n")
+    write_report(plan, done, args.report)
     print(text)
 
 
