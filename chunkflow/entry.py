@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from chunkflow.errors import ChunkflowError
+from chunkflow.errors import ChunkflowError, os_error_hint
 
 
 def run_main(main: Callable[[], object], verbose: bool = False) -> int:
@@ -33,6 +33,6 @@ def run_main(main: Callable[[], object], verbose: bool = False) -> int:
         print(f"chunkflow: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a path that cannot be written or read: no traceback for that
-        print(f"chunkflow: error: {err}; check the path and its permissions", file=sys.stderr)
+        print(f"chunkflow: error: {err}; {os_error_hint(err)}", file=sys.stderr)
         return 1
     return 0

@@ -1,5 +1,19 @@
 """Named errors. Their messages are one line, say what is wrong and how to fix it."""
 
+import errno
+
+# What to do about the OS errors a run meets most on a cluster's file systems.
+OS_ERROR_HINTS = {
+    errno.ENOSPC: "free space on that file system (or choose another path), then rerun",
+    errno.EDQUOT: "your disk quota is used up: free space or ask for more, then rerun",
+    errno.EROFS: "that file system is read-only: remount it writable or choose another path",
+}
+
+
+def os_error_hint(err: OSError) -> str:
+    """What to do about ``err``, in a few words."""
+    return OS_ERROR_HINTS.get(err.errno, "check the path and its permissions")
+
 
 def first_line(err: BaseException) -> str:
     """The first non-empty line of an exception's message, or its type's name."""

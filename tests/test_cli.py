@@ -100,3 +100,18 @@ def test_only_the_block_job_imports_torch(tmp_path: Path, small_config: dict) ->
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith("imports as expected\n")
+
+
+def test_a_full_disk_says_to_free_space(capsys) -> None:
+    """An OSError ends a command with one line whose hint fits its cause: writes to /dev/full
+    fail with ENOSPC, as on a full disk."""
+    from chunkflow.entry import run_main
+
+    def write_to_full_disk() -> None:
+        with open("/dev/full", "w") as full:
+            full.write("x")
+
+    assert run_main(write_to_full_disk) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err
+    assert err.endswith("; free space on that file system (or choose another path), then rerun\n")
