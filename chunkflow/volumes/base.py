@@ -5,13 +5,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from chunkflow.errors import ConfigError, VolumeError
 from chunkflow.geometry import Box, Vec
+from chunkflow.volumes.stores import location_exists
 
 if TYPE_CHECKING:
     from chunkflow.settings import OutputSettings
@@ -106,7 +106,7 @@ class Volume(ABC):
     @classmethod
     def exists(cls, path: str) -> bool:
         """Whether anything exists at ``path`` (a volume to check, or something to refuse)."""
-        return Path(path).exists()
+        return location_exists(path)
 
     @classmethod
     def create(cls, path: str, info: VolumeInfo, output: OutputSettings) -> Volume:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from chunkflow.errors import VolumeError
 from chunkflow.geometry import vec
 from chunkflow.volumes.base import VolumeInfo
+from chunkflow.volumes.stores import location_exists, read_metadata, zarr_store
 from chunkflow.volumes.zarr_volume import ZarrVolume, create_array
 
 if TYPE_CHECKING:
@@ -35,8 +36,10 @@ def multiscales(group: str) -> dict[str, Any] | None:
     """The first multiscales entry of the zarr group at ``group`` (NGFF 0.4 or 0.5), or None."""
     for name in ("zarr.json", ".zattrs"):
         try:
-            meta = json.loads(Path(group, name).read_text())
-        except (OSError, ValueError):
+            meta = json.loads(read_metadata(group, name) or b"null")
+        except ValueError:
+            continue
+        if not isinstance(meta, dict):
             continue
         attrs = meta.get("attributes", {}) if name == "zarr.json" else meta
         found = attrs.get("ome", attrs).get("multiscales")
@@ -100,7 +103,7 @@ class OmeZarrVolume(ZarrVolume):
 
     @classmethod
     def exists(cls, path: str) -> bool:
-        return Path(_split(path)[0]).exists()
+        return location_exists(_split(path)[0])
 
     @classmethod
     def create(cls, path: str, info: VolumeInfo, output: OutputSettings) -> OmeZarrVolume:
@@ -133,7 +136,9 @@ class OmeZarrVolume(ZarrVolume):
             attrs: dict[str, Any] = {"multiscales": [{"version": "0.4", **image}]}
         else:
             attrs = {"ome": {"version": "0.5", "multiscales": [image]}}
-        zarr.open_group(root, mode="w-", zarr_format=output.zarr_format, attributes=attrs)
+        zarr.open_group(
+            zarr_store(root, "w"), mode="w-", zarr_format=output.zarr_format, attributes=attrs
+        )
         create_array(f"{root}/0", info, output.zarr_format, output.shard_size)
         return cls(root, mode="r+")
 

@@ -17,6 +17,7 @@ from chunkflow.errors import ConfigError, VolumeError, first_line
 from chunkflow.geometry import AXES, Box, Vec, ceil_div, elementwise, vec
 from chunkflow.grid import BlockGrid
 from chunkflow.volumes.base import Volume, VolumeInfo, shard_size_mismatch
+from chunkflow.volumes.stores import names_zarr
 
 if TYPE_CHECKING:
     from chunkflow.settings import OutputSettings
@@ -119,7 +120,10 @@ class PrecomputedVolume(Volume):
 
     @classmethod
     def handles(cls, path: str) -> bool:
-        return path.startswith(PREFIXES)
+        # gs:// and s3:// paths spelled as zarr ('*.zarr', '*.ome.zarr/0') are zarr's
+        return path.startswith("precomputed://") or (
+            path.startswith(PREFIXES) and not names_zarr(path)
+        )
 
     @classmethod
     def exists(cls, path: str) -> bool:

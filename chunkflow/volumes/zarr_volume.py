@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,33 +12,37 @@ from chunkflow.errors import ConfigError, VolumeError, first_line
 from chunkflow.geometry import Vec, vec
 from chunkflow.volumes.attributes import FINGERPRINT_ATTR, info_from_attrs
 from chunkflow.volumes.base import Volume, VolumeInfo, refuse_mip, shard_size_mismatch
+from chunkflow.volumes.stores import read_metadata, zarr_store
 
 if TYPE_CHECKING:
     from chunkflow.settings import OutputSettings
 
 
 def is_zarr_array(path: str) -> bool:
-    """Whether ``path`` holds zarr array metadata (format 3 or 2)."""
-    if Path(path, ".zarray").exists():
+    """Whether ``path`` (a folder or a URL) holds zarr array metadata (format 3 or 2)."""
+    if read_metadata(path, ".zarray") is not None:
         return True
     try:
-        return json.loads(Path(path, "zarr.json").read_text()).get("node_type") == "array"
-    except (OSError, ValueError):
+        return json.loads(read_metadata(path, "zarr.json") or b"{}").get("node_type") == "array"
+    except ValueError:
         return False
 
 
 class ZarrVolume(Volume):
-    """A zarr array, format 2 or 3, sharded or not (``path`` ends in ``.zarr``, or holds one)."""
+    """A zarr array, format 2 or 3, sharded or not (``path`` ends in ``.zarr``, or holds one),
+    on disk or in an object store (see ``chunkflow.volumes.stores``)."""
 
     def __init__(self, path: str, mode: str = "r", mip: int = 0) -> None:
         import zarr
 
         refuse_mip(path, mip)
         self.path = path
-        if not Path(path).exists():
+        if not self.exists(path):
             raise VolumeError(f"volume '{path}' does not exist; check the path")
         try:
-            node = zarr.open(path, mode=mode)
+            node = zarr.open(zarr_store(path, mode), mode=mode)
+        except VolumeError:
+            raise
         except Exception as err:  # zarr raises several types for unreadable stores
             reason = first_line(err)
             raise VolumeError(f"'{path}' is not a readable zarr store ({reason})") from None
@@ -103,7 +106,7 @@ def create_array(
     if shard_size is not None:
         extra["shards"] = (*lead, *shard_size)
     zarr.create_array(
-        store=path,
+        store=zarr_store(path, "w"),
         shape=(*lead, *info.shape),
         chunks=(*lead, *info.chunk_size),
         dtype=info.dtype,

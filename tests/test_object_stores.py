@@ -1,0 +1,232 @@
+"""Volumes in an object store: zarr v2, v3, sharded v3 and OME-Zarr at s3:// URLs, as input,
+output and mask, against a real S3 API on localhost (moto's server, started here).
+
+The inputs are written on disk with zarr itself and uploaded object by object; the outputs are
+downloaded the same way and read back with zarr: the numbers must equal a run on local disk.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from helpers import config_with, write_volume
+from run_helpers import read_back, run_all_blocks
+from test_formats import (
+    INPUTS,
+    OFFSET,
+    OUTPUTS,
+    RESOLUTION,
+    SHAPE,
+    check_geometry,
+    make_config,
+    model,
+    reference,
+)
+from test_workflow import (
+    BASE_CONFIG,
+    make_run_dir,
+    marker_dir,
+    run_env,
+    snakemake,
+    snakemake_cmd,
+    write_config,
+)
+
+from chunkflow import config as config_mod
+from chunkflow.errors import VolumeError
+from chunkflow.local_run import run_locally
+from chunkflow.plan import make_plan
+from chunkflow.volumes import open_volume, volume_exists
+
+_ = (model, reference, run_env)  # fixtures, imported for this module's tests
+
+moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed")
+boto3 = pytest.importorskip("boto3")
+
+BUCKET = "chunkflow-test"
+CHUNKFLOW = str(Path(sys.executable).with_name("chunkflow"))
+AWS = {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[dict[str, str]]:
+    """A local S3 server with the bucket ``BUCKET``; its endpoint and credentials are in the
+    environment (this process's and its children's) while the module's tests run."""
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {**AWS, "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    try:
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+def upload(local: Path, key: str, public: bool = False) -> str:
+    """Every file under ``local`` as an object under ``key`` (anyone may read it if
+    ``public``); the s3:// URL of ``key``."""
+    client = boto3.client("s3")
+    extra = {"ACL": "public-read"} if public else None
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            name = f"{key}/{path.relative_to(local).as_posix()}"
+            client.upload_file(str(path), BUCKET, name, ExtraArgs=extra)
+    return f"s3://{BUCKET}/{key}"
+
+
+def download(key: str, local: Path) -> Path:
+    """Every object under ``key`` as a file under ``local``."""
+    client = boto3.client("s3")
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{key}/")
+    for page in pages:
+        for item in page.get("Contents", []):
+            path = local / item["Key"].removeprefix(f"{key}/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(BUCKET, item["Key"], str(path))
+    return local
+
+
+ZARR_OUTPUTS = {k: v for k, v in OUTPUTS.items() if k.startswith(("zarr", "ome-zarr"))}
+
+
+@pytest.mark.parametrize("source", [k for k in INPUTS if k.startswith(("zarr", "ome"))])
+def test_zarr_in_a_bucket_in_and_out_gives_the_local_numbers(
+    source, s3, model, reference, tmp_path
+):
+    local_input = INPUTS[source](tmp_path)
+    root = local_input.removesuffix("/0")  # an OME-Zarr image: upload the whole group
+    url = upload(Path(root), f"{source}/{Path(root).name}") + local_input.removeprefix(root)
+    assert open_volume(url).info == open_volume(local_input).info
+    for name, output in ZARR_OUTPUTS.items():
+        key = f"{source}/out-{name}/{Path(output['path']).name}"
+        config = make_config(model, url, tmp_path / name, **output)
+        config["output"]["path"] = f"s3://{BUCKET}/{key}"
+        run_locally(make_plan(config_mod.parse(config)))
+        local = download(key, tmp_path / name / Path(output["path"]).name)
+        result, attrs = read_back(str(local))
+        np.testing.assert_array_equal(result, reference, err_msg=f"{source} -> {name}")
+        check_geometry(name, str(local), attrs)
+
+
+def test_a_mask_in_a_bucket_picks_the_same_blocks(s3, model, tmp_path):
+    raw = INPUTS["zarr3"](tmp_path)
+    base = make_config(model, raw, tmp_path / "local")
+    mask = np.zeros(SHAPE, dtype="uint8")
+    mask[:4, :8, :8] = 1  # inside the first of the 1 x 2 x 2 blocks
+    mask_dir = tmp_path / "mask.zarr"
+    write_volume(mask_dir, mask, offset=OFFSET, resolution=RESOLUTION, chunks=(8, 24, 24))
+    local = make_plan(config_mod.parse(config_with(base, mask={"path": str(mask_dir)})))
+    remote_config = config_with(base, mask={"path": upload(mask_dir, "mask/mask.zarr")})
+    remote = make_plan(config_mod.parse(remote_config))
+    assert remote.block_ids == local.block_ids
+    assert remote.block_ids == ["z0_y0_x0"]
+
+
+def test_store_urls_exist_or_fail_in_one_line(s3, tmp_path):
+    assert not volume_exists(f"s3://{BUCKET}/nothing-here.zarr")
+    with pytest.raises(VolumeError, match="does not exist; check the path"):
+        open_volume(f"s3://{BUCKET}/nothing-here.zarr")
+    with pytest.raises(VolumeError) as err:
+        open_volume("s3://no-such-bucket/raw.zarr")
+    message = str(err.value)
+    assert "\n" not in message and "'s3://no-such-bucket/raw.zarr'" in message
+    assert "check the bucket name, AWS_ENDPOINT_URL" in message
+
+
+def test_plan_names_a_missing_bucket_in_one_line(s3, model, tmp_path):
+    config = make_config(model, "s3://no-such-bucket/raw.zarr", tmp_path)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [CHUNKFLOW, "plan", "--config", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "'s3://no-such-bucket/raw.zarr'" in lines[0], result.stderr
+
+
+@pytest.mark.workflow
+def test_snakemake_run_in_a_bucket_killed_and_resumed(s3, run_env, tmp_path):
+    """Input and output in the bucket, the run's state on disk: SIGKILL of the whole run after
+    its first block, then `--unlock` and a rerun (`--rerun-incomplete`) finish it; the output read back from the
+    bucket equals a local in-process run's."""
+    run_dir = make_run_dir(tmp_path / "run")
+    config = config_with(
+        BASE_CONFIG,
+        **{
+            "input.path": upload(run_dir / "data" / "raw.zarr", "wf/raw.zarr"),
+            "output.path": f"s3://{BUCKET}/wf/out.zarr",
+        },
+    )
+    write_config(run_dir, config)
+    env = {**run_env, **s3}
+    started = subprocess.Popen(
+        snakemake_cmd(run_dir, "--cores", "1"),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    while not any(marker_dir(run_dir).glob("*.json")) and started.poll() is None:
+        assert time.monotonic() < deadline, "no block finished in 180 s"
+        time.sleep(0.2)
+    os.killpg(started.pid, signal.SIGKILL)
+    started.wait()
+    total = len(make_plan(config_mod.parse(local_config(run_dir, config, tmp_path))).block_ids)
+    assert 0 < len(list(marker_dir(run_dir).glob("*.json"))) < total
+    snakemake(run_dir, env, tmp_path, "--unlock")
+    # a block whose marker was written as snakemake died is 'incomplete' to it: recomputed
+    snakemake(run_dir, env, tmp_path, "--cores", "1", "--rerun-incomplete")
+    assert len(list(marker_dir(run_dir).glob("*.json"))) == total
+    result = read_back(str(download("wf/out.zarr", tmp_path / "out.zarr")))[0]
+    expected = run_all_blocks(local_config(run_dir, config, tmp_path))
+    np.testing.assert_array_equal(result, expected)
+
+
+def local_config(run_dir: Path, config: dict, root: Path) -> dict:
+    """``config`` on the run directory's local input, into a local output and state dir."""
+    return config_with(
+        config,
+        **{
+            "input.path": str(run_dir / "data" / "raw.zarr"),
+            "output.path": str(root / "local" / "out.zarr"),
+            "model.path": str(run_dir / config["model"]["path"]),
+            "state_dir": str(root / "local" / "state"),
+        },
+    )
+
+
+def test_https_or_http_urls_are_read_only_inputs(s3, tmp_path):
+    local = INPUTS["zarr3"](tmp_path)
+    upload(Path(local), "http/raw.zarr", public=True)
+    url = f"{s3['AWS_ENDPOINT_URL']}/{BUCKET}/http/raw.zarr"  # the server's plain http view
+    volume = open_volume(url)
+    assert volume.info == open_volume(local).info
+    box = volume.info.bounds
+    np.testing.assert_array_equal(volume.read(box), open_volume(local).read(box))
+    with pytest.raises(VolumeError, match="is read-only"):
+        open_volume(url, mode="r+")
