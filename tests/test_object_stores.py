@@ -230,3 +230,21 @@ def test_https_or_http_urls_are_read_only_inputs(s3, tmp_path):
     np.testing.assert_array_equal(volume.read(box), open_volume(local).read(box))
     with pytest.raises(VolumeError, match="is read-only"):
         open_volume(url, mode="r+")
+
+
+def test_bucket_urls_are_spelled_zarr_or_precomputed_without_a_network():
+    from chunkflow.volumes.precomputed import PrecomputedVolume
+    from chunkflow.volumes.stores import object_store, zarr_store
+
+    for path, precomputed in [
+        ("gs://lab/em/raw", True),
+        ("s3://lab/em/raw", True),
+        ("precomputed://gs://lab/odd.zarr", True),
+        ("gs://lab/em/raw.zarr", False),
+        ("gs://lab/em/image.ome.zarr/1", False),
+        ("s3://lab/em/raw.zarr/", False),
+    ]:
+        assert PrecomputedVolume.handles(path) == precomputed, path
+    assert type(object_store("gs://lab/em/raw.zarr")).__name__ == "GCSStore"  # no request yet
+    with pytest.raises(VolumeError, match="is read-only"):
+        zarr_store("https://data.lab.org/raw.zarr", "r+")
