@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from chunkflow.errors import ConfigError, VolumeError, first_line
+from chunkflow.errors import ChunkflowError, ConfigError, VolumeError, first_line
 from chunkflow.geometry import AXES, Box, Vec, ceil_div, elementwise, vec
 from chunkflow.grid import BlockGrid
 from chunkflow.volumes.base import Volume, VolumeInfo, shard_size_mismatch
-from chunkflow.volumes.stores import names_zarr
+from chunkflow.volumes.stores import StorageOptions, cloudvolume_path, names_zarr
 
 if TYPE_CHECKING:
     from chunkflow.settings import OutputSettings
@@ -30,9 +30,16 @@ INFO_KEY = "chunkflow"
 MINISHARD_CHUNKS_BITS = 10
 
 
-def cloudpath(path: str) -> str:
-    """The path as cloud-volume takes it."""
-    return path.removeprefix("precomputed://")
+def cloudpath(path: str, options: StorageOptions | None = None) -> str:
+    """The path as cloud-volume takes it, with the volume's S3 endpoint spelled in; a
+    ConfigError for storage options that cloud-volume lacks."""
+    other = sorted(set(options or {}) - {"endpoint_url"})
+    if other:
+        raise ConfigError(
+            f"storage_options.{other[0]} applies to zarr volumes; cloud-volume ('{path}') takes "
+            "only endpoint_url (credentials: its secrets or the AWS_* environment); remove it"
+        )
+    return cloudvolume_path(path.removeprefix("precomputed://"), options)
 
 
 def local_dir(path: str) -> Path | None:
@@ -41,12 +48,19 @@ def local_dir(path: str) -> Path | None:
     return Path(url.removeprefix("file://")) if url.startswith("file://") else None
 
 
-def _open(path: str, mip: int, mode: str, info: dict[str, Any] | None = None, compress=None):
+def _open(
+    path: str,
+    mip: int,
+    mode: str,
+    info: dict[str, Any] | None = None,
+    compress=None,
+    options: StorageOptions | None = None,
+):
     from cloudvolume import CloudVolume
 
     fill_missing = mode != "r"  # an unwritten output chunk reads as 0; a missing input chunk fails
     return CloudVolume(
-        cloudpath(path),
+        cloudpath(path, options),
         mip=mip,
         info=info,
         progress=False,
@@ -59,12 +73,12 @@ def _open(path: str, mip: int, mode: str, info: dict[str, Any] | None = None, co
     )
 
 
-def _read_info(path: str) -> dict[str, Any]:
+def _read_info(path: str, options: StorageOptions | None = None) -> dict[str, Any]:
     """The volume's info file, fetched once (a CloudVolume is then built from it)."""
     from cloudfiles import CloudFiles
     from cloudvolume.exceptions import InfoUnavailableError
 
-    meta = CloudFiles(cloudpath(path)).get_json("info")
+    meta = CloudFiles(cloudpath(path, options)).get_json("info")
     if meta is None:
         raise InfoUnavailableError(path)
     return meta
@@ -73,14 +87,17 @@ def _read_info(path: str) -> dict[str, Any]:
 class PrecomputedVolume(Volume):
     """One scale (``mip``) of a precomputed image. Writes must cover whole storage chunks."""
 
-    def __init__(self, path: str, mode: str = "r", mip: int = 0) -> None:
+    def __init__(
+        self, path: str, mode: str = "r", mip: int = 0, options: StorageOptions | None = None
+    ) -> None:
         from cloudvolume.exceptions import InfoUnavailableError, ScaleUnavailableError
 
         self.path = path
         try:
-            meta = _read_info(path)
+            meta = _read_info(path, options)
             extra = meta.get(INFO_KEY, {})
-            self.cv = _open(path, mip, mode, info=meta, compress=extra.get("compress"))
+            compress = extra.get("compress")
+            self.cv = _open(path, mip, mode, info=meta, compress=compress, options=options)
         except InfoUnavailableError:
             raise VolumeError(
                 f"'{path}' has no precomputed info file; check the path (precomputed://file:///…, gs://…, s3://…)"
@@ -89,9 +106,11 @@ class PrecomputedVolume(Volume):
             raise VolumeError(
                 f"'{path}' has no mip {mip} (it has mips 0..{len(meta['scales']) - 1}); fix input.mip"
             ) from None
+        except ChunkflowError:
+            raise
         except Exception as err:  # cloud-volume and cloud-files raise many kinds
             raise VolumeError(
-                f"'{path}' is not a readable precomputed volume ({first_line(err)})"
+                f"'{path}' is not a readable precomputed volume ({_reason(err)})"
             ) from None
         self.mip = mip
         self.scale: dict[str, Any] = self.cv.scale
@@ -119,24 +138,27 @@ class PrecomputedVolume(Volume):
     # -- the registry's interface --------------------------------------------------------------
 
     @classmethod
-    def handles(cls, path: str) -> bool:
+    def handles(cls, path: str, options: StorageOptions | None = None) -> bool:
         # gs:// and s3:// paths spelled as zarr ('*.zarr', '*.ome.zarr/0') are zarr's
         return path.startswith("precomputed://") or (
             path.startswith(PREFIXES) and not names_zarr(path)
         )
 
     @classmethod
-    def exists(cls, path: str) -> bool:
+    def exists(cls, path: str, options: StorageOptions | None = None) -> bool:
         local = local_dir(path)
         if local is not None:
             return local.exists()  # a folder without an info file is refused, not written into
         from cloudfiles import CloudFiles
 
         try:
-            return bool(CloudFiles(cloudpath(path)).exists("info"))
+            return bool(CloudFiles(cloudpath(path, options)).exists("info"))
+        except ChunkflowError:
+            raise
         except Exception as err:
             raise VolumeError(
-                f"cannot reach '{path}' ({first_line(err)}); check the URL and credentials"
+                f"cannot reach '{path}' ({_reason(err)}); check the URL, the endpoint and the "
+                "credentials (cloud-volume's secrets or the AWS_* / GOOGLE_* environment)"
             ) from None
 
     @classmethod
@@ -188,12 +210,12 @@ class PrecomputedVolume(Volume):
             "fingerprint": info.fingerprint,
         }
         try:
-            _open(path, 0, "w", info=meta).commit_info()
+            _open(path, 0, "w", info=meta, options=output.storage_options).commit_info()
+        except ChunkflowError:
+            raise
         except Exception as err:
-            raise VolumeError(
-                f"cannot create '{path}' ({first_line(err)}); check the path"
-            ) from None
-        return cls(path, mode="r+")
+            raise VolumeError(f"cannot create '{path}' ({_reason(err)}); check the path") from None
+        return cls(path, mode="r+", options=output.storage_options)
 
     def record_fingerprint(self, fingerprint: str) -> None:
         self.cv.info[INFO_KEY] = {**self.extra, "fingerprint": fingerprint}
@@ -307,6 +329,18 @@ def sharding_spec(shape: Vec, chunk: Vec, shard: Vec, encoding: str) -> dict[str
             f"{list(made)}, as the Morton code adds x, y, z in turn; use output.shard_size {list(made)}"
         )
     return spec
+
+
+def _reason(err: BaseException) -> str:
+    """Why cloud-volume failed, in a few words; cloud-files 6.4 takes AWS keys from the
+    environment only together with ``AWS_SESSION_TOKEN`` (a KeyError without it)."""
+    if isinstance(err, KeyError) and err.args == ("AWS_SESSION_TOKEN",):
+        return (
+            "cloud-files reads AWS_ACCESS_KEY_ID from the environment only with "
+            "AWS_SESSION_TOKEN: set that too, or put the keys in "
+            "~/.cloudvolume/secrets/aws-secret.json"
+        )
+    return first_line(err)
 
 
 def _compress(encoding: str) -> str | bool:
