@@ -7,6 +7,7 @@ chunkflow's (c,) z, y, x. Paths are given to cloud-volume unchanged, less a ``pr
 from __future__ import annotations
 
 import operator
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,10 +29,17 @@ DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "floa
 INFO_KEY = "chunkflow"
 # at most 2**10 chunks share one minishard index: small index reads for a viewer
 MINISHARD_CHUNKS_BITS = 10
+# cloud-volume colours some messages for a terminal
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def cloudpath(path: str, options: StorageOptions | None = None) -> str:
-    """The path as cloud-volume takes it, with the volume's S3 endpoint spelled in; a
+def cloudpath(path: str) -> str:
+    """The path as written, less a ``precomputed://`` (as a viewer takes it)."""
+    return path.removeprefix("precomputed://")
+
+
+def reached(path: str, options: StorageOptions | None = None) -> str:
+    """The path as cloud-volume reaches it, with the volume's S3 endpoint spelled in; a
     ConfigError for storage options that cloud-volume lacks."""
     other = sorted(set(options or {}) - {"endpoint_url"})
     if other:
@@ -39,7 +47,28 @@ def cloudpath(path: str, options: StorageOptions | None = None) -> str:
             f"storage_options.{other[0]} applies to zarr volumes; cloud-volume ('{path}') takes "
             "only endpoint_url (credentials: its secrets or the AWS_* environment); remove it"
         )
-    return cloudvolume_path(path.removeprefix("precomputed://"), options)
+    url = cloudpath(path)
+    if not url.startswith("s3://"):
+        return url
+    url = cloudvolume_path(url, options)
+    _check_aws_secrets(path, url)
+    return url
+
+
+def _check_aws_secrets(path: str, url: str) -> None:
+    """Refuse in one line what cloud-files 6.4 fails on with a KeyError (and a half-built
+    connection pool): AWS keys in the environment without ``AWS_SESSION_TOKEN``."""
+    from cloudfiles.secrets import aws_credentials
+
+    service, _, rest = url.partition("://")
+    try:
+        aws_credentials(rest.split("/")[0], service)
+    except KeyError:
+        raise VolumeError(
+            f"cannot reach '{path}': cloud-volume reads AWS_ACCESS_KEY_ID from the environment "
+            "only with AWS_SESSION_TOKEN; set that too, or put the keys in "
+            "~/.cloudvolume/secrets/aws-secret.json"
+        ) from None
 
 
 def local_dir(path: str) -> Path | None:
@@ -60,7 +89,7 @@ def _open(
 
     fill_missing = mode != "r"  # an unwritten output chunk reads as 0; a missing input chunk fails
     return CloudVolume(
-        cloudpath(path, options),
+        reached(path, options),
         mip=mip,
         info=info,
         progress=False,
@@ -70,6 +99,9 @@ def _open(
         non_aligned_writes=False,
         cache=False,
         compress=compress,
+        # a header string: cloud-volume 12.15 hands a bool to S3 as is for shards (refused);
+        # and a block rewritten by a rerun must not be served stale from a cache
+        cdn_cache="no-cache",
     )
 
 
@@ -78,7 +110,7 @@ def _read_info(path: str, options: StorageOptions | None = None) -> dict[str, An
     from cloudfiles import CloudFiles
     from cloudvolume.exceptions import InfoUnavailableError
 
-    meta = CloudFiles(cloudpath(path, options)).get_json("info")
+    meta = CloudFiles(reached(path, options)).get_json("info")
     if meta is None:
         raise InfoUnavailableError(path)
     return meta
@@ -152,7 +184,7 @@ class PrecomputedVolume(Volume):
         from cloudfiles import CloudFiles
 
         try:
-            return bool(CloudFiles(cloudpath(path, options)).exists("info"))
+            return bool(CloudFiles(reached(path, options)).exists("info"))
         except ChunkflowError:
             raise
         except Exception as err:
@@ -332,15 +364,8 @@ def sharding_spec(shape: Vec, chunk: Vec, shard: Vec, encoding: str) -> dict[str
 
 
 def _reason(err: BaseException) -> str:
-    """Why cloud-volume failed, in a few words; cloud-files 6.4 takes AWS keys from the
-    environment only together with ``AWS_SESSION_TOKEN`` (a KeyError without it)."""
-    if isinstance(err, KeyError) and err.args == ("AWS_SESSION_TOKEN",):
-        return (
-            "cloud-files reads AWS_ACCESS_KEY_ID from the environment only with "
-            "AWS_SESSION_TOKEN: set that too, or put the keys in "
-            "~/.cloudvolume/secrets/aws-secret.json"
-        )
-    return first_line(err)
+    """Why cloud-volume failed, in a few words (without a terminal's colours)."""
+    return first_line(ValueError(ANSI_ESCAPE.sub("", str(err))))
 
 
 def _compress(encoding: str) -> str | bool:

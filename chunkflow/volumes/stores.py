@@ -3,7 +3,7 @@
 
 Zarr stores in a bucket are reached with obstore (Rust's object_store: concurrent requests,
 retries with backoff for 5xx, timeouts and dropped connections); precomputed ones with
-cloud-volume, whose paths spell a custom S3 endpoint as ``s3://http://host:port/bucket/key``
+cloud-volume, which reaches a custom S3 endpoint through a cloud-files alias
 (``cloudvolume_path``). Credentials and endpoints come from each ecosystem's usual environment,
 which SLURM jobs inherit: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``AWS_SESSION_TOKEN``, ``AWS_REGION`` and ``AWS_ENDPOINT_URL`` (an S3-compatible store: MinIO,
@@ -15,6 +15,7 @@ precedence over the environment for that volume.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -117,12 +118,19 @@ def zarr_store(path: str, mode: str, options: StorageOptions | None = None) -> A
 
 
 def cloudvolume_path(path: str, options: StorageOptions | None = None) -> str:
-    """A cloud-volume path as cloud-files reaches it: an ``s3://`` path with the volume's S3
-    endpoint (``s3_endpoint``) spelled in, ``s3://http://host:port/bucket/key``; others as
-    they are."""
-    rest = path.removeprefix("s3://")
-    endpoint = s3_endpoint(options) if rest != path and not rest.startswith("http") else None
-    return f"s3://{endpoint.rstrip('/')}/{rest}" if endpoint else path
+    """``path`` as cloud-volume reaches it: an ``s3://`` path whose volume has an S3 endpoint
+    (``s3_endpoint``) through a cloud-files alias for that endpoint,
+    ``chunkflow_s3_<hash>://bucket/key`` (cloud-volume refuses cloud-files' own spelling,
+    ``s3://http://host/bucket/key``); other paths as they are."""
+    endpoint = s3_endpoint(options) if path.startswith("s3://") else None
+    if not endpoint:
+        return path
+    from cloudfiles import paths
+
+    alias = f"chunkflow_s3_{hashlib.sha256(endpoint.encode()).hexdigest()[:12]}"
+    if alias not in paths.ALIASES:
+        paths.add_alias(alias, f"s3://{endpoint.rstrip('/')}/")
+    return f"{alias}://{path.removeprefix('s3://')}"
 
 
 @contextlib.contextmanager
