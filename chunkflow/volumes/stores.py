@@ -54,7 +54,7 @@ def check_storage_options(key: str, path: str, options: StorageOptions | None) -
     if not options:
         return
     scheme = next((s for s in OBJECT_SCHEMES if path.startswith(s)), None)
-    where = "on disk" if scheme is None else f"an {scheme.removesuffix('://')} URL"
+    where = "on disk" if scheme is None else "not one"
     for name in options:
         if scheme is None or scheme not in OPTION_SCHEMES[name]:
             applies = " and ".join(OPTION_SCHEMES[name])
