@@ -191,7 +191,7 @@ def _hint(url: str) -> str:
         return (
             "check the bucket name, the endpoint (storage_options.endpoint_url or AWS_ENDPOINT_URL, "
             "for MinIO, Ceph, …) and the credentials "
-            "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws)"
+            "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or the instance role)"
         )
     if url.startswith("gs://"):
         return "check the bucket name and GOOGLE_APPLICATION_CREDENTIALS"
