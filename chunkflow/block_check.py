@@ -17,7 +17,7 @@ from chunkflow.grid import BlockGrid
 from chunkflow.markers import DoneMarker
 from chunkflow.pieces import PieceLayout
 from chunkflow.plan import RunPlan
-from chunkflow.volumes import Volume, open_volume
+from chunkflow.volumes import Volume, open_input, open_volume
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ def check_block(plan: RunPlan, marker: DoneMarker, inputs: bool) -> BlockCheck:
 
 
 def _check_output(plan: RunPlan, layout: PieceLayout, marker: DoneMarker) -> tuple[list[str], int]:
-    volume = open_volume(plan.settings.output.path)
+    output = plan.settings.output
+    volume = open_volume(output.path, options=output.storage_options)
     floating = np.issubdtype(np.dtype(marker.output_dtype), np.floating)
     chain, non_finite, nbytes = None, 0, 0
     for piece in layout.pieces:
@@ -79,7 +80,7 @@ def _unreadable(volume: Volume, box: Box, chunk_size: Vec, err: Exception) -> st
 
 def _check_input(plan: RunPlan, layout: PieceLayout, marker: DoneMarker) -> tuple[list[str], int]:
     settings = plan.settings
-    volume = open_volume(settings.input.path, mip=settings.input.mip)
+    volume = open_input(settings.input)
     chain, nbytes = None, 0
     for piece in layout.pieces:
         patches = layout.patches(piece)

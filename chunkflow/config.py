@@ -21,6 +21,7 @@ from chunkflow.settings import (
     Settings,
 )
 from chunkflow.volumes import check_output_options
+from chunkflow.volumes.stores import check_storage_options
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -205,6 +206,12 @@ def parse(config: dict[str, Any]) -> Settings:
             "blocks=<n>; remove blocks_per_job"
         )
     data = validate(config)
+    for key in ("input", "output", "mask"):
+        if key in data:
+            volume = data[key]
+            check_storage_options(
+                f"{key}.storage_options", volume["path"], volume.get("storage_options")
+            )
     model, inference, roi = data["model"], data["inference"], data.get("roi", {})
     input_patch = vec(model["input_patch_size"])
     output_patch = vec(model.get("output_patch_size", input_patch))

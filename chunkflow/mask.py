@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from chunkflow.errors import ConfigError, VolumeError
 from chunkflow.geometry import Box
 from chunkflow.grid import Block, BlockGrid
 from chunkflow.volumes import VolumeInfo, open_volume, read_padded
+
+if TYPE_CHECKING:
+    from chunkflow.settings import MaskSettings
 
 
 def mask_box(box: Box, resolution: tuple[float, ...], mask_resolution: tuple[float, ...]) -> Box:
@@ -28,10 +32,11 @@ def mask_box(box: Box, resolution: tuple[float, ...], mask_resolution: tuple[flo
     return Box(tuple(start), tuple(stop))
 
 
-def masked_blocks(grid: BlockGrid, input_info: VolumeInfo, path: str, mip: int) -> list[Block]:
-    """The blocks of ``grid`` that overlap a non-zero voxel of the mask at ``path``."""
+def masked_blocks(grid: BlockGrid, input_info: VolumeInfo, settings: MaskSettings) -> list[Block]:
+    """The blocks of ``grid`` that overlap a non-zero voxel of the mask ``settings`` name."""
+    path = settings.path
     try:
-        mask = open_volume(path, mip=mip)
+        mask = open_volume(path, mip=settings.mip, options=settings.storage_options)
     except VolumeError as err:
         raise ConfigError(f"mask.path: {err}") from None
     if mask.info.channels is not None:

@@ -22,12 +22,11 @@ from chunkflow.model_check import model_facts
 from chunkflow.plan import RunPlan
 from chunkflow.volumes import (
     Volume,
-    open_volume,
+    open_output,
     other_results,
     output_backend,
     refuse_mismatch,
     refuse_other_results,
-    volume_exists,
 )
 
 
@@ -71,7 +70,8 @@ def create_output(plan: RunPlan) -> tuple[Volume, bool]:
     info = replace(plan.output_info(channels), fingerprint=plan.fingerprint)
     output = plan.settings.output
     if existing is None:
-        volume, created = output_backend(output.path).create(output.path, info, output), True
+        backend = output_backend(output.path, output.storage_options)
+        volume, created = backend.create(output.path, info, output), True
     else:
         refuse_mismatch(existing, info, output)
         if existing.info.fingerprint != plan.fingerprint:
@@ -85,8 +85,7 @@ def create_output(plan: RunPlan) -> tuple[Volume, bool]:
 
 def open_existing(plan: RunPlan) -> Volume | None:
     """The output opened for reading its metadata; None when nothing exists there yet."""
-    path = plan.settings.output.path
-    return open_volume(path) if volume_exists(path) else None
+    return open_output(plan.settings.output)
 
 
 def results_current(plan: RunPlan) -> bool:
@@ -135,7 +134,8 @@ def current_markers(
 
 def needs_finish(plan: RunPlan) -> bool:
     """Whether the output's format has a finishing step after the blocks (HDF5: the VDS)."""
-    return output_backend(plan.settings.output.path).assembles_parts
+    output = plan.settings.output
+    return output_backend(output.path, output.storage_options).assembles_parts
 
 
 def finish_output(plan: RunPlan) -> Volume:

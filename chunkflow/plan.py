@@ -32,11 +32,11 @@ from chunkflow.settings import OutputSettings, Settings
 from chunkflow.volumes import (
     Volume,
     VolumeInfo,
-    open_volume,
+    open_input,
+    open_output,
     output_backend,
     refuse_mismatch,
     refuse_other_results,
-    volume_exists,
 )
 
 
@@ -57,7 +57,7 @@ class RunPlan:
             return list(self.grid)
         from chunkflow.mask import masked_blocks
 
-        return masked_blocks(self.grid, self.input_info, mask.path, mask.mip)
+        return masked_blocks(self.grid, self.input_info, mask)
 
     @property
     def block_ids(self) -> list[str]:
@@ -149,10 +149,9 @@ class RunPlan:
     def existing_output(self, results: bool = True) -> Volume | None:
         """The output store opened for writing and checked by ``check_output``; None when
         nothing exists at ``output.path`` yet."""
-        path = self.settings.output.path
-        if not volume_exists(path):
+        volume = open_output(self.settings.output, mode="r+")
+        if volume is None:
             return None
-        volume = open_volume(path, mode="r+")
         self.check_output(volume, results)
         return volume
 
@@ -223,12 +222,12 @@ def make_plan(settings: Settings, input_info: VolumeInfo | None = None) -> RunPl
     if not sharded:
         _check_sizes(settings)
     try:
-        backend = output_backend(settings.output.path)
+        backend = output_backend(settings.output.path, settings.output.storage_options)
     except VolumeError as err:
         raise ConfigError(f"output.path: {err}") from None
     if input_info is None:
         try:
-            input_info = open_volume(settings.input.path, mip=settings.input.mip).info
+            input_info = open_input(settings.input).info
         except VolumeError as err:
             raise ConfigError(f"input.path: {err}") from None
     roi = _resolve_roi(settings, input_info.bounds)

@@ -371,12 +371,13 @@ def thumbnails(plan: RunPlan, box: Box) -> tuple[np.ndarray, np.ndarray]:
     """The input (grey) and the prediction (grey: channel 0; RGB: channels 0-2) of the z-slice
     ``box``, every ``step``-th pixel so that the longest side is at most ``THUMB_PX``, as uint8:
     uint8 values as they are, others scaled from their minimum..maximum to 0..255."""
-    from chunkflow.volumes import open_volume
+    from chunkflow.volumes import open_input, open_volume
 
     settings = plan.settings
     step = ceil_div(max(box.shape[1:]), THUMB_PX)
-    raw = open_volume(settings.input.path, mip=settings.input.mip).read(box)
-    pred = open_volume(settings.output.path).read(box)
+    raw = open_input(settings.input).read(box)
+    output = settings.output
+    pred = open_volume(output.path, options=output.storage_options).read(box)
     image = raw.reshape(-1, *box.shape[1:])[0, ::step, ::step]
     pred = pred.reshape(-1, *box.shape[1:])[:, ::step, ::step]
     shown = np.moveaxis(pred[:3], 0, -1) if pred.shape[0] >= 3 else pred[0]

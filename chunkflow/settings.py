@@ -22,6 +22,7 @@ class InputSettings:
     padding: str
     mip: int = 0
     background: float | None = 0
+    storage_options: dict[str, Any] | None = None  # how to reach an object store
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class OutputSettings:
     encoding: str = "raw"
     shard_size: Vec | None = None
     replace: bool = False  # recompute into a store holding another run's results
+    storage_options: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class InferenceSettings:
 class MaskSettings:
     path: str
     mip: int = 0
+    storage_options: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,9 @@ class Settings:
 
         Batch size, device, threads, the piece size, the job's resources, the mask (which picks
         blocks, not their values), ``verify``, ``output.replace`` and the state directory are
-        left out: changing them must not rerun finished blocks. Without test-time augmentation,
+        left out: changing them must not rerun finished blocks; so are the volumes'
+        ``storage_options`` (endpoints, credentials: where the data is reached, not what it
+        is). Without test-time augmentation,
         ``tta`` and ``model.affinity_axes`` cannot change the numbers and are left out too.
         """
         inference = asdict(self.inference)
@@ -114,13 +119,18 @@ class Settings:
         if self.inference.non_finite == "fail":  # the default: earlier fingerprints stay valid
             inference.pop("non_finite")
         return {
-            "input": asdict(self.input),
-            "output": {k: v for k, v in asdict(self.output).items() if k != "replace"},
+            "input": _without(asdict(self.input), "storage_options"),
+            "output": _without(asdict(self.output), "replace", "storage_options"),
             "roi": [self.roi_offset, self.roi_size],
             "block_size": self.block_size,
             "model": model,
             "inference": inference,
         }
+
+
+def _without(settings: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """``settings`` less ``keys``."""
+    return {k: v for k, v in settings.items() if k not in keys}
 
 
 def _dotted(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:

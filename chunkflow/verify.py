@@ -219,7 +219,10 @@ def verify(plan: RunPlan, options: VerifyOptions) -> VerifyReport:
     """Check the finished blocks of ``plan``, record the fine ones and invalidate the damaged
     ones (and with ``invalidate_changed_inputs`` those whose input changed)."""
     settings = plan.settings
-    plan.check_output(open_volume(settings.output.path))  # a store of other settings: refused
+    output = settings.output
+    plan.check_output(
+        open_volume(output.path, options=output.storage_options)
+    )  # a store of other settings: refused
     done = read_markers(settings.state_dir, plan.block_ids, plan.fingerprint)[0]
     chosen = set(sample([m.block for m in done], options.sample, options.seed))
     markers = [m for m in done if m.block in chosen]

@@ -1,8 +1,11 @@
-"""Volumes in an object store: zarr v2, v3, sharded v3 and OME-Zarr at s3:// URLs, as input,
-output and mask, against a real S3 API on localhost (moto's server, started here).
+"""Volumes in an object store: zarr v2, v3, sharded v3, OME-Zarr and precomputed at s3:// URLs,
+as input, output and mask, against a real S3 API on localhost (moto's server, started here); the
+endpoint given by the environment (``AWS_ENDPOINT_URL``) or by a volume's ``storage_options``.
+gs:// paths are checked as far as they can be without a network.
 
-The inputs are written on disk with zarr itself and uploaded object by object; the outputs are
-downloaded the same way and read back with zarr: the numbers must equal a run on local disk.
+The inputs are written on disk with zarr / cloud-volume themselves and uploaded object by object;
+the outputs are downloaded the same way and read back with zarr / cloud-volume: the numbers must
+equal a run on local disk.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,6 +28,7 @@ from test_formats import (
     INPUTS,
     OFFSET,
     OUTPUTS,
+    RAW,
     RESOLUTION,
     SHAPE,
     check_geometry,
@@ -42,10 +47,13 @@ from test_workflow import (
 )
 
 from chunkflow import config as config_mod
-from chunkflow.errors import VolumeError
+from chunkflow.errors import ConfigError, VolumeError
 from chunkflow.local_run import run_locally
 from chunkflow.plan import make_plan
-from chunkflow.volumes import open_volume, volume_exists
+from chunkflow.volumes import open_volume, output_backend, volume_exists
+from chunkflow.volumes.ome_zarr import OmeZarrVolume
+from chunkflow.volumes.precomputed import PrecomputedVolume
+from chunkflow.volumes.stores import cloudvolume_path, object_store, obstore_options
 
 _ = (model, reference, run_env)  # fixtures, imported for this module's tests
 
@@ -57,9 +65,11 @@ CHUNKFLOW = str(Path(sys.executable).with_name("chunkflow"))
 AWS = {
     "AWS_ACCESS_KEY_ID": "test",
     "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_SESSION_TOKEN": "test",  # cloud-volume reads keys from the environment only with it
     "AWS_REGION": "us-east-1",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+SERVER: dict[str, str] = {}  # the endpoint of the module's server, for boto3 here
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +82,8 @@ def s3() -> Iterator[dict[str, str]]:
     env = {**AWS, "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    SERVER["endpoint"] = env["AWS_ENDPOINT_URL"]
+    client().create_bucket(Bucket=BUCKET)
     try:
         yield env
     finally:
@@ -84,27 +95,32 @@ def s3() -> Iterator[dict[str, str]]:
         server.stop()
 
 
+def client() -> Any:
+    """A boto3 S3 client of the module's server, whatever the environment says."""
+    return boto3.client("s3", endpoint_url=SERVER["endpoint"])
+
+
 def upload(local: Path, key: str, public: bool = False) -> str:
     """Every file under ``local`` as an object under ``key`` (anyone may read it if
     ``public``); the s3:// URL of ``key``."""
-    client = boto3.client("s3")
+    s3_client = client()
     extra = {"ACL": "public-read"} if public else None
     for path in sorted(local.rglob("*")):
         if path.is_file():
             name = f"{key}/{path.relative_to(local).as_posix()}"
-            client.upload_file(str(path), BUCKET, name, ExtraArgs=extra)
+            s3_client.upload_file(str(path), BUCKET, name, ExtraArgs=extra)
     return f"s3://{BUCKET}/{key}"
 
 
 def download(key: str, local: Path) -> Path:
     """Every object under ``key`` as a file under ``local``."""
-    client = boto3.client("s3")
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{key}/")
+    s3_client = client()
+    pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{key}/")
     for page in pages:
         for item in page.get("Contents", []):
             path = local / item["Key"].removeprefix(f"{key}/")
             path.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(BUCKET, item["Key"], str(path))
+            s3_client.download_file(BUCKET, item["Key"], str(path))
     return local
 
 
@@ -130,6 +146,119 @@ def test_zarr_in_a_bucket_in_and_out_gives_the_local_numbers(
         check_geometry(name, str(local), attrs)
 
 
+PRECOMPUTED_OUTPUTS = {k: v for k, v in OUTPUTS.items() if k.startswith("precomputed")}
+
+
+def test_precomputed_in_a_bucket_in_and_out_gives_the_local_numbers(s3, model, reference, tmp_path):
+    """cloud-volume reaches the endpoint of AWS_ENDPOINT_URL; unsharded, gzip and sharded.
+    The input is written into the bucket by cloud-volume itself (its gzip'd chunks are objects
+    with a Content-Encoding there, files with a .gz suffix on disk)."""
+    from test_precomputed import write_precomputed
+
+    local_input = INPUTS["precomputed"](tmp_path)
+    url = write_precomputed(f"s3://{BUCKET}/pc/raw", RAW, offset=OFFSET, resolution=RESOLUTION)
+    assert open_volume(url).info == open_volume(local_input).info
+    outputs = {**PRECOMPUTED_OUTPUTS, "zarr3": OUTPUTS["zarr3"]}
+    for name, output in outputs.items():
+        key = f"pc/out-{name}" + (".zarr" if name == "zarr3" else "")
+        config = make_config(model, url, tmp_path / name, **output)
+        config["output"]["path"] = f"s3://{BUCKET}/{key}"
+        run_locally(make_plan(config_mod.parse(config)))
+        local = download(key, tmp_path / name / "out")  # gzip'd chunks come down still gzip'd
+        path = str(local) if name == "zarr3" else f"precomputed://file://{local}"
+        result, attrs = read_back(str(local) if name == "zarr3" else config["output"]["path"])
+        np.testing.assert_array_equal(result, reference, err_msg=f"precomputed -> {name}")
+        check_geometry(name, path, attrs)
+
+
+def test_storage_options_reach_the_store_without_the_environment(
+    s3, model, reference, tmp_path, monkeypatch
+):
+    """``storage_options.endpoint_url`` on input, output and mask, no AWS_ENDPOINT_URL: zarr
+    in, precomputed out (obstore and cloud-volume); the fingerprint ignores the options."""
+    raw = upload(Path(INPUTS["zarr3"](tmp_path)), "opts/raw.zarr")
+    mask_dir = tmp_path / "mask.zarr"
+    write_volume(mask_dir, np.ones(SHAPE, "uint8"), offset=OFFSET, resolution=RESOLUTION)
+    mask = upload(mask_dir, "opts/mask.zarr")
+    options = {"endpoint_url": s3["AWS_ENDPOINT_URL"]}
+    config = make_config(model, raw, tmp_path / "run")
+    config["output"]["path"] = f"s3://{BUCKET}/opts/out"
+    with_env = make_plan(config_mod.parse(config))
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    config = config_with(
+        config,
+        **{
+            "input.storage_options": options,
+            "output.storage_options": options,
+            "mask": {"path": mask, "storage_options": options},
+        },
+    )
+    plan = make_plan(config_mod.parse(config))
+    assert plan.fingerprint == with_env.fingerprint
+    assert plan.block_ids == with_env.block_ids  # the mask, all ones, keeps every block
+    run_locally(plan)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3["AWS_ENDPOINT_URL"])  # for read_back's cloud-volume
+    result, _ = read_back(config["output"]["path"])
+    np.testing.assert_array_equal(result, reference)
+
+
+@pytest.mark.parametrize(
+    ("path", "options", "message"),
+    [
+        ("/data/raw.zarr", {"endpoint_url": "http://x:9000"}, "'/data/raw.zarr' is on disk"),
+        ("gs://b/raw.zarr", {"endpoint_url": "http://x:9000"}, "applies to s3:// paths"),
+        ("https://h/raw.zarr", {"anon": True}, "applies to s3:// and gs:// paths"),
+        ("s3://b/raw.zarr", {"key": "secret"}, "storage_options"),
+        ("s3://b/raw.zarr", {"endpoint_url": "minio:9000"}, "endpoint_url"),
+    ],
+)
+def test_storage_options_that_do_not_apply_are_refused_in_one_line(
+    path, options, message, model, tmp_path
+):
+    config = make_config(model, path, tmp_path)
+    config["input"]["storage_options"] = options
+    with pytest.raises(ConfigError) as err:
+        config_mod.parse(config)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_precomputed_takes_only_an_endpoint(tmp_path):
+    with pytest.raises(ConfigError, match="cloud-volume .* takes only endpoint_url"):
+        open_volume("s3://b/em/raw", options={"region": "eu-west-1"})
+
+
+def test_gcs_paths_are_spelled_and_fail_offline_in_one_line(monkeypatch):
+    """No GCS server here: the spellings, the store obstore would use, and a credentials
+    file that is not there."""
+    for name in ("GOOGLE_SERVICE_ACCOUNT", "GOOGLE_SERVICE_ACCOUNT_PATH", "GOOGLE_BUCKET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    store = object_store("gs://my-lab/em/raw.zarr")
+    assert type(store).__name__ == "GCSStore"
+    assert store.config["bucket"] == "my-lab" and store.prefix == "em/raw.zarr"
+    assert obstore_options("gs://my-lab/em/raw.zarr", {"anon": True}) == (
+        {"skip_signature": True},
+        {},
+    )
+    assert PrecomputedVolume.handles("gs://my-lab/em/raw")
+    assert not PrecomputedVolume.handles("gs://my-lab/em/raw.zarr")
+    assert output_backend("gs://my-lab/out.ome.zarr") is OmeZarrVolume
+    assert cloudvolume_path("gs://my-lab/em/raw") == "gs://my-lab/em/raw"
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nowhere/key.json")
+    with pytest.raises(VolumeError) as err:
+        open_volume("gs://my-lab/em/raw.zarr")
+    message = str(err.value)
+    assert "\n" not in message and "'gs://my-lab/em/raw.zarr'" in message
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in message
+
+
+def test_precomputed_names_the_session_token_cloud_volume_needs(s3, monkeypatch):
+    monkeypatch.delenv("AWS_SESSION_TOKEN")
+    with pytest.raises(VolumeError, match="only with AWS_SESSION_TOKEN") as err:
+        open_volume(f"s3://{BUCKET}/no-token/raw")
+    assert "\n" not in str(err.value)
+
+
 def test_a_mask_in_a_bucket_picks_the_same_blocks(s3, model, tmp_path):
     raw = INPUTS["zarr3"](tmp_path)
     base = make_config(model, raw, tmp_path / "local")
@@ -152,7 +281,7 @@ def test_store_urls_exist_or_fail_in_one_line(s3, tmp_path):
         open_volume("s3://no-such-bucket/raw.zarr")
     message = str(err.value)
     assert "\n" not in message and "'s3://no-such-bucket/raw.zarr'" in message
-    assert "check the bucket name, AWS_ENDPOINT_URL" in message
+    assert "check the bucket name, the endpoint (storage_options.endpoint_url" in message
 
 
 def test_plan_names_a_missing_bucket_in_one_line(s3, model, tmp_path):
@@ -169,19 +298,23 @@ def test_plan_names_a_missing_bucket_in_one_line(s3, model, tmp_path):
 
 @pytest.mark.workflow
 def test_snakemake_run_in_a_bucket_killed_and_resumed(s3, run_env, tmp_path):
-    """Input and output in the bucket, the run's state on disk: SIGKILL of the whole run after
-    its first block, then `--unlock` and a rerun (`--rerun-incomplete`) finish it; the output read back from the
-    bucket equals a local in-process run's."""
+    """Input and output in the bucket, reached through the config's ``storage_options`` (the
+    jobs' environment names no endpoint), the run's state on disk: SIGKILL of the whole run
+    after its first block, then `--unlock` and a rerun (`--rerun-incomplete`) finish it; the
+    output read back from the bucket equals a local in-process run's."""
     run_dir = make_run_dir(tmp_path / "run")
+    options = {"endpoint_url": s3["AWS_ENDPOINT_URL"]}
     config = config_with(
         BASE_CONFIG,
         **{
             "input.path": upload(run_dir / "data" / "raw.zarr", "wf/raw.zarr"),
+            "input.storage_options": options,
             "output.path": f"s3://{BUCKET}/wf/out.zarr",
+            "output.storage_options": options,
         },
     )
     write_config(run_dir, config)
-    env = {**run_env, **s3}
+    env = {k: v for k, v in {**run_env, **s3}.items() if k != "AWS_ENDPOINT_URL"}
     started = subprocess.Popen(
         snakemake_cmd(run_dir, "--cores", "1"),
         cwd=tmp_path,
@@ -213,7 +346,9 @@ def local_config(run_dir: Path, config: dict, root: Path) -> dict:
         config,
         **{
             "input.path": str(run_dir / "data" / "raw.zarr"),
+            "input.storage_options": None,
             "output.path": str(root / "local" / "out.zarr"),
+            "output.storage_options": None,
             "model.path": str(run_dir / config["model"]["path"]),
             "state_dir": str(root / "local" / "state"),
         },

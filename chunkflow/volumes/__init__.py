@@ -1,7 +1,9 @@
 """Volumes by path: open an existing one, or create the output (refusing a mismatching one).
 
 The format follows from the path: the first backend in ``BACKENDS`` whose ``handles(path)`` is
-true serves it (see ``chunkflow.volumes.base.Volume`` for what a backend implements).
+true serves it (see ``chunkflow.volumes.base.Volume`` for what a backend implements). A volume in
+an object store may come with ``options``, its ``storage_options`` (see
+``chunkflow.volumes.stores``).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from chunkflow.volumes.hdf5 import HDF5Volume
 from chunkflow.volumes.ome_zarr import OmeZarrVolume
 from chunkflow.volumes.padding import read_padded
 from chunkflow.volumes.precomputed import PrecomputedVolume
+from chunkflow.volumes.stores import StorageOptions
 from chunkflow.volumes.zarr_volume import ZarrVolume
 
 if TYPE_CHECKING:
-    from chunkflow.settings import OutputSettings
+    from chunkflow.settings import InputSettings, OutputSettings
 
 __all__ = [
     "BACKENDS",
@@ -27,9 +30,12 @@ __all__ = [
     "backend_for",
     "check_output_options",
     "create_or_check",
+    "open_input",
+    "open_output",
     "open_volume",
     "other_results",
     "output_backend",
+    "StorageOptions",
     "read_padded",
     "refuse_mismatch",
     "refuse_other_results",
@@ -44,44 +50,63 @@ FORMATS_HINT = (
 )
 
 
-def _serving(path: str) -> type[Volume] | None:
-    return next((b for b in BACKENDS if b.handles(path)), None)
+def _serving(path: str, options: StorageOptions | None = None) -> type[Volume] | None:
+    return next((b for b in BACKENDS if b.handles(path, options)), None)
 
 
 def check_output_options(output: OutputSettings) -> None:
     """Refuse, from the config alone, storage options the output's format does not have; an
     output whose format is unknown is refused by the plan."""
-    backend = _serving(output.path)
+    backend = _serving(output.path, output.storage_options)
     if backend is not None:
         backend.check_options(output)
 
 
-def backend_for(path: str) -> type[Volume]:
+def backend_for(path: str, options: StorageOptions | None = None) -> type[Volume]:
     """The backend serving ``path``; a one-line VolumeError when none does."""
-    backend = _serving(path)
+    backend = _serving(path, options)
     if backend is not None:
         return backend
-    if not volume_exists(path):
+    if not volume_exists(path, options):
         raise VolumeError(f"volume '{path}' does not exist; check the path")
     raise VolumeError(f"cannot tell the format of '{path}'; {FORMATS_HINT}")
 
 
-def output_backend(path: str) -> type[Volume]:
+def output_backend(path: str, options: StorageOptions | None = None) -> type[Volume]:
     """The backend that creates (or checks) the output at ``path``, existing or not."""
-    backend = _serving(path)
+    backend = _serving(path, options)
     if backend is None:
         raise VolumeError(f"cannot tell the output format of '{path}'; {FORMATS_HINT}")
     return backend
 
 
-def volume_exists(path: str) -> bool:
+def volume_exists(path: str, options: StorageOptions | None = None) -> bool:
     """Whether anything sits at ``path``, as the backends that handle its spelling see it."""
-    return any(b.exists(path) for b in BACKENDS if b.handles(path)) or Path(path).exists()
+    return (
+        any(b.exists(path, options) for b in BACKENDS if b.handles(path, options))
+        or Path(path).exists()
+    )
 
 
-def open_volume(path: str, mode: str = "r", mip: int = 0) -> Volume:
+def open_volume(
+    path: str, mode: str = "r", mip: int = 0, options: StorageOptions | None = None
+) -> Volume:
     """Open scale ``mip`` of the volume at ``path``; the format follows from the path."""
-    return backend_for(path)(path, mode=mode, mip=mip)  # type: ignore[call-arg]
+    backend = backend_for(path, options)
+    return backend(path, mode=mode, mip=mip, options=options)  # type: ignore[call-arg]
+
+
+def open_input(input: InputSettings) -> Volume:
+    """The run's input volume, at the configured scale, reached with its storage options."""
+    return open_volume(input.path, mip=input.mip, options=input.storage_options)
+
+
+def open_output(output: OutputSettings, mode: str = "r") -> Volume | None:
+    """The run's output volume reached with its storage options; None when nothing exists at
+    its path yet."""
+    if not volume_exists(output.path, output.storage_options):
+        return None
+    return open_volume(output.path, mode=mode, options=output.storage_options)
 
 
 def refuse_mismatch(volume: Volume, info: VolumeInfo, output: OutputSettings) -> None:
@@ -118,9 +143,10 @@ def create_or_check(path: str, info: VolumeInfo, output: OutputSettings) -> tupl
 
     Returns the volume and whether it was created. A mismatching store is refused, never touched.
     """
-    backend = output_backend(path)
-    if backend.exists(path):
-        existing = open_volume(path, mode="r+")
+    options = output.storage_options
+    backend = output_backend(path, options)
+    if backend.exists(path, options):
+        existing = open_volume(path, mode="r+", options=options)
         refuse_mismatch(existing, info, output)
         return existing, False
     return backend.create(path, info, output), True

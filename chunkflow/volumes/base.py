@@ -11,7 +11,7 @@ import numpy as np
 
 from chunkflow.errors import ConfigError, VolumeError
 from chunkflow.geometry import Box, Vec
-from chunkflow.volumes.stores import location_exists
+from chunkflow.volumes.stores import StorageOptions, location_exists
 
 if TYPE_CHECKING:
     from chunkflow.settings import OutputSettings
@@ -75,13 +75,14 @@ class Volume(ABC):
     ``chunkflow.volumes.BACKENDS``, where the first whose ``handles(path)`` is true serves a
     path. It offers:
 
-    - ``Backend(path, mode="r", mip=0)``: open scale ``mip`` of an existing volume (``mode``
-      ``"r"`` or ``"r+"``), raising a one-line ``VolumeError`` for anything unusable (single-scale
+    - ``Backend(path, mode="r", mip=0, options=None)``: open scale ``mip`` of an existing volume
+      (``mode`` ``"r"`` or ``"r+"``; ``options``: the volume's ``storage_options``), raising a one-line ``VolumeError`` for anything unusable (single-scale
       formats refuse ``mip > 0`` with ``refuse_mip``); it sets ``path`` and ``info``.
-    - ``handles(path)``: whether the path is spelled (or, when it exists, stored) in this format.
-    - ``exists(path)``: whether a volume (or something else) already sits at the path.
+    - ``handles(path, options)``: whether the path is spelled (or, when it exists, stored) in
+      this format.
+    - ``exists(path, options)``: whether a volume (or something else) already sits at the path.
     - ``create(path, info, output)``: create an output volume with the geometry of ``info`` and
-      the format options of ``output``; formats that cannot be written raise ``VolumeError``.
+      the format options of ``output`` (its ``storage_options`` too); formats that cannot be written raise ``VolumeError``.
     - ``check_options(output)``: refuse, from the config alone, storage options this format lacks.
     - ``check_layout(output, shape)``: refuse, before any job, storage options that an output of
       ``shape`` voxels cannot have in this format.
@@ -100,13 +101,13 @@ class Volume(ABC):
 
     @classmethod
     @abstractmethod
-    def handles(cls, path: str) -> bool:
+    def handles(cls, path: str, options: StorageOptions | None = None) -> bool:
         """Whether ``path`` names a volume of this format (by its spelling or its content)."""
 
     @classmethod
-    def exists(cls, path: str) -> bool:
+    def exists(cls, path: str, options: StorageOptions | None = None) -> bool:
         """Whether anything exists at ``path`` (a volume to check, or something to refuse)."""
-        return location_exists(path)
+        return location_exists(path, options)
 
     @classmethod
     def create(cls, path: str, info: VolumeInfo, output: OutputSettings) -> Volume:

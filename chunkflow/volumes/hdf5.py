@@ -26,6 +26,7 @@ from chunkflow.volumes.base import Volume, VolumeInfo, refuse_mip
 
 if TYPE_CHECKING:
     from chunkflow.settings import OutputSettings
+    from chunkflow.volumes.stores import StorageOptions
 
 SPELLING = re.compile(r"^(?P<file>.+\.(h5|hdf5|hdf))(:(?P<dataset>/.*))?$")
 
@@ -56,7 +57,9 @@ class HDF5Volume(Volume):
 
     assembles_parts = True
 
-    def __init__(self, path: str, mode: str = "r", mip: int = 0) -> None:
+    def __init__(
+        self, path: str, mode: str = "r", mip: int = 0, options: StorageOptions | None = None
+    ) -> None:
         import h5py
 
         refuse_mip(path, mip)
@@ -80,11 +83,11 @@ class HDF5Volume(Volume):
         self.parts = Path(f"{self.file}.parts")
 
     @classmethod
-    def handles(cls, path: str) -> bool:
+    def handles(cls, path: str, options: StorageOptions | None = None) -> bool:
         return SPELLING.match(path) is not None
 
     @classmethod
-    def exists(cls, path: str) -> bool:
+    def exists(cls, path: str, options: StorageOptions | None = None) -> bool:
         match = SPELLING.match(path)
         return match is not None and Path(match["file"]).exists()
 

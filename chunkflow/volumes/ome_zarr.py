@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from chunkflow.errors import VolumeError
 from chunkflow.geometry import vec
 from chunkflow.volumes.base import VolumeInfo
-from chunkflow.volumes.stores import location_exists, read_metadata, zarr_store
+from chunkflow.volumes.stores import StorageOptions, location_exists, read_metadata, zarr_store
 from chunkflow.volumes.zarr_volume import ZarrVolume, create_array
 
 if TYPE_CHECKING:
@@ -32,11 +32,11 @@ NANOMETRES = {
 }
 
 
-def multiscales(group: str) -> dict[str, Any] | None:
+def multiscales(group: str, options: StorageOptions | None = None) -> dict[str, Any] | None:
     """The first multiscales entry of the zarr group at ``group`` (NGFF 0.4 or 0.5), or None."""
     for name in ("zarr.json", ".zattrs"):
         try:
-            meta = json.loads(read_metadata(group, name) or b"null")
+            meta = json.loads(read_metadata(group, name, options) or b"null")
         except ValueError:
             continue
         if not isinstance(meta, dict):
@@ -48,10 +48,10 @@ def multiscales(group: str) -> dict[str, Any] | None:
     return None
 
 
-def _split(path: str) -> tuple[str, str | None]:
+def _split(path: str, options: StorageOptions | None = None) -> tuple[str, str | None]:
     """(the image group, the scale's dataset path or None) for a group or ``group/<scale>``."""
     path = path.rstrip("/")
-    if path.endswith(".ome.zarr") or multiscales(path) is not None:
+    if path.endswith(".ome.zarr") or multiscales(path, options) is not None:
         return path, None
     parent, _, name = path.rpartition("/")
     return (parent, name) if parent else (path, None)
@@ -78,9 +78,11 @@ class OmeZarrVolume(ZarrVolume):
     """One scale of an OME-Zarr image: ``image.ome.zarr`` (scale ``mip``, default the first) or
     ``image.ome.zarr/<dataset path>``. As an output (path ending in ``.ome.zarr``), scale 0."""
 
-    def __init__(self, path: str, mode: str = "r", mip: int = 0) -> None:
-        root, dataset = _split(path)
-        meta = multiscales(root)
+    def __init__(
+        self, path: str, mode: str = "r", mip: int = 0, options: StorageOptions | None = None
+    ) -> None:
+        root, dataset = _split(path, options)
+        meta = multiscales(root, options)
         if meta is None:
             raise VolumeError(f"'{root}' holds no OME-Zarr multiscales metadata; check the path")
         datasets = meta.get("datasets", [])
@@ -92,25 +94,25 @@ class OmeZarrVolume(ZarrVolume):
         if dataset is not None and dataset not in paths:
             raise VolumeError(f"'{root}' has no scale '{dataset}' (it has {paths}); fix the path")
         index = mip if dataset is None else paths.index(dataset)
-        super().__init__(f"{root}/{paths[index]}", mode=mode)
+        super().__init__(f"{root}/{paths[index]}", mode=mode, options=options)
         self.path = path
         self.info = _geometry(self.info, meta, datasets[index], path)
 
     @classmethod
-    def handles(cls, path: str) -> bool:
-        root = _split(path)[0]
-        return root.endswith(".ome.zarr") or multiscales(root) is not None
+    def handles(cls, path: str, options: StorageOptions | None = None) -> bool:
+        root = _split(path, options)[0]
+        return root.endswith(".ome.zarr") or multiscales(root, options) is not None
 
     @classmethod
-    def exists(cls, path: str) -> bool:
-        return location_exists(_split(path)[0])
+    def exists(cls, path: str, options: StorageOptions | None = None) -> bool:
+        return location_exists(_split(path, options)[0], options)
 
     @classmethod
     def create(cls, path: str, info: VolumeInfo, output: OutputSettings) -> OmeZarrVolume:
         """An image group with one scale, ``0``, holding the array the blocks write into."""
         import zarr
 
-        root, dataset = _split(path)
+        root, dataset = _split(path, output.storage_options)
         if dataset is not None:
             raise VolumeError(f"output.path '{path}': name the image group ('*.ome.zarr') itself")
         axes = [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
@@ -137,10 +139,14 @@ class OmeZarrVolume(ZarrVolume):
         else:
             attrs = {"ome": {"version": "0.5", "multiscales": [image]}}
         zarr.open_group(
-            zarr_store(root, "w"), mode="w-", zarr_format=output.zarr_format, attributes=attrs
+            zarr_store(root, "w", output.storage_options),
+            mode="w-",
+            zarr_format=output.zarr_format,
+            attributes=attrs,
         )
-        create_array(f"{root}/0", info, output.zarr_format, output.shard_size)
-        return cls(root, mode="r+")
+        options = output.storage_options
+        create_array(f"{root}/0", info, output.zarr_format, output.shard_size, options)
+        return cls(root, mode="r+", options=options)
 
 
 def _geometry(

@@ -7,17 +7,18 @@ chunkflow's (c,) z, y, x. Paths are given to cloud-volume unchanged, less a ``pr
 from __future__ import annotations
 
 import operator
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from chunkflow.errors import ConfigError, VolumeError, first_line
+from chunkflow.errors import ChunkflowError, ConfigError, VolumeError, first_line
 from chunkflow.geometry import AXES, Box, Vec, ceil_div, elementwise, vec
 from chunkflow.grid import BlockGrid
 from chunkflow.volumes.base import Volume, VolumeInfo, shard_size_mismatch
-from chunkflow.volumes.stores import names_zarr
+from chunkflow.volumes.stores import StorageOptions, cloudvolume_path, names_zarr
 
 if TYPE_CHECKING:
     from chunkflow.settings import OutputSettings
@@ -28,11 +29,46 @@ DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "floa
 INFO_KEY = "chunkflow"
 # at most 2**10 chunks share one minishard index: small index reads for a viewer
 MINISHARD_CHUNKS_BITS = 10
+# cloud-volume colours some messages for a terminal
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def cloudpath(path: str) -> str:
-    """The path as cloud-volume takes it."""
+    """The path as written, less a ``precomputed://`` (as a viewer takes it)."""
     return path.removeprefix("precomputed://")
+
+
+def reached(path: str, options: StorageOptions | None = None) -> str:
+    """The path as cloud-volume reaches it, with the volume's S3 endpoint spelled in; a
+    ConfigError for storage options that cloud-volume lacks."""
+    other = sorted(set(options or {}) - {"endpoint_url"})
+    if other:
+        raise ConfigError(
+            f"storage_options.{other[0]} applies to zarr volumes; cloud-volume ('{path}') takes "
+            "only endpoint_url (credentials: its secrets or the AWS_* environment); remove it"
+        )
+    url = cloudpath(path)
+    if not url.startswith("s3://"):
+        return url
+    url = cloudvolume_path(url, options)
+    _check_aws_secrets(path, url)
+    return url
+
+
+def _check_aws_secrets(path: str, url: str) -> None:
+    """Refuse in one line what cloud-files 6.4 fails on with a KeyError (and a half-built
+    connection pool): AWS keys in the environment without ``AWS_SESSION_TOKEN``."""
+    from cloudfiles.secrets import aws_credentials
+
+    service, _, rest = url.partition("://")
+    try:
+        aws_credentials(rest.split("/")[0], service)
+    except KeyError:
+        raise VolumeError(
+            f"cannot reach '{path}': cloud-volume reads AWS_ACCESS_KEY_ID from the environment "
+            "only with AWS_SESSION_TOKEN; set that too, or put the keys in "
+            "~/.cloudvolume/secrets/aws-secret.json"
+        ) from None
 
 
 def local_dir(path: str) -> Path | None:
@@ -41,12 +77,19 @@ def local_dir(path: str) -> Path | None:
     return Path(url.removeprefix("file://")) if url.startswith("file://") else None
 
 
-def _open(path: str, mip: int, mode: str, info: dict[str, Any] | None = None, compress=None):
+def _open(
+    path: str,
+    mip: int,
+    mode: str,
+    info: dict[str, Any] | None = None,
+    compress=None,
+    options: StorageOptions | None = None,
+):
     from cloudvolume import CloudVolume
 
     fill_missing = mode != "r"  # an unwritten output chunk reads as 0; a missing input chunk fails
     return CloudVolume(
-        cloudpath(path),
+        reached(path, options),
         mip=mip,
         info=info,
         progress=False,
@@ -56,15 +99,18 @@ def _open(path: str, mip: int, mode: str, info: dict[str, Any] | None = None, co
         non_aligned_writes=False,
         cache=False,
         compress=compress,
+        # a header string: cloud-volume 12.15 hands a bool to S3 as is for shards (refused);
+        # and a block rewritten by a rerun must not be served stale from a cache
+        cdn_cache="no-cache",
     )
 
 
-def _read_info(path: str) -> dict[str, Any]:
+def _read_info(path: str, options: StorageOptions | None = None) -> dict[str, Any]:
     """The volume's info file, fetched once (a CloudVolume is then built from it)."""
     from cloudfiles import CloudFiles
     from cloudvolume.exceptions import InfoUnavailableError
 
-    meta = CloudFiles(cloudpath(path)).get_json("info")
+    meta = CloudFiles(reached(path, options)).get_json("info")
     if meta is None:
         raise InfoUnavailableError(path)
     return meta
@@ -73,14 +119,17 @@ def _read_info(path: str) -> dict[str, Any]:
 class PrecomputedVolume(Volume):
     """One scale (``mip``) of a precomputed image. Writes must cover whole storage chunks."""
 
-    def __init__(self, path: str, mode: str = "r", mip: int = 0) -> None:
+    def __init__(
+        self, path: str, mode: str = "r", mip: int = 0, options: StorageOptions | None = None
+    ) -> None:
         from cloudvolume.exceptions import InfoUnavailableError, ScaleUnavailableError
 
         self.path = path
         try:
-            meta = _read_info(path)
+            meta = _read_info(path, options)
             extra = meta.get(INFO_KEY, {})
-            self.cv = _open(path, mip, mode, info=meta, compress=extra.get("compress"))
+            compress = extra.get("compress")
+            self.cv = _open(path, mip, mode, info=meta, compress=compress, options=options)
         except InfoUnavailableError:
             raise VolumeError(
                 f"'{path}' has no precomputed info file; check the path (precomputed://file:///…, gs://…, s3://…)"
@@ -89,9 +138,11 @@ class PrecomputedVolume(Volume):
             raise VolumeError(
                 f"'{path}' has no mip {mip} (it has mips 0..{len(meta['scales']) - 1}); fix input.mip"
             ) from None
+        except ChunkflowError:
+            raise
         except Exception as err:  # cloud-volume and cloud-files raise many kinds
             raise VolumeError(
-                f"'{path}' is not a readable precomputed volume ({first_line(err)})"
+                f"'{path}' is not a readable precomputed volume ({_reason(err)})"
             ) from None
         self.mip = mip
         self.scale: dict[str, Any] = self.cv.scale
@@ -119,24 +170,27 @@ class PrecomputedVolume(Volume):
     # -- the registry's interface --------------------------------------------------------------
 
     @classmethod
-    def handles(cls, path: str) -> bool:
+    def handles(cls, path: str, options: StorageOptions | None = None) -> bool:
         # gs:// and s3:// paths spelled as zarr ('*.zarr', '*.ome.zarr/0') are zarr's
         return path.startswith("precomputed://") or (
             path.startswith(PREFIXES) and not names_zarr(path)
         )
 
     @classmethod
-    def exists(cls, path: str) -> bool:
+    def exists(cls, path: str, options: StorageOptions | None = None) -> bool:
         local = local_dir(path)
         if local is not None:
             return local.exists()  # a folder without an info file is refused, not written into
         from cloudfiles import CloudFiles
 
         try:
-            return bool(CloudFiles(cloudpath(path)).exists("info"))
+            return bool(CloudFiles(reached(path, options)).exists("info"))
+        except ChunkflowError:
+            raise
         except Exception as err:
             raise VolumeError(
-                f"cannot reach '{path}' ({first_line(err)}); check the URL and credentials"
+                f"cannot reach '{path}' ({_reason(err)}); check the URL, the endpoint and the "
+                "credentials (cloud-volume's secrets or the AWS_* / GOOGLE_* environment)"
             ) from None
 
     @classmethod
@@ -188,12 +242,12 @@ class PrecomputedVolume(Volume):
             "fingerprint": info.fingerprint,
         }
         try:
-            _open(path, 0, "w", info=meta).commit_info()
+            _open(path, 0, "w", info=meta, options=output.storage_options).commit_info()
+        except ChunkflowError:
+            raise
         except Exception as err:
-            raise VolumeError(
-                f"cannot create '{path}' ({first_line(err)}); check the path"
-            ) from None
-        return cls(path, mode="r+")
+            raise VolumeError(f"cannot create '{path}' ({_reason(err)}); check the path") from None
+        return cls(path, mode="r+", options=output.storage_options)
 
     def record_fingerprint(self, fingerprint: str) -> None:
         self.cv.info[INFO_KEY] = {**self.extra, "fingerprint": fingerprint}
@@ -307,6 +361,11 @@ def sharding_spec(shape: Vec, chunk: Vec, shard: Vec, encoding: str) -> dict[str
             f"{list(made)}, as the Morton code adds x, y, z in turn; use output.shard_size {list(made)}"
         )
     return spec
+
+
+def _reason(err: BaseException) -> str:
+    """Why cloud-volume failed, in a few words (without a terminal's colours)."""
+    return first_line(ValueError(ANSI_ESCAPE.sub("", str(err))))
 
 
 def _compress(encoding: str) -> str | bool:

@@ -12,18 +12,19 @@ from chunkflow.errors import ConfigError, VolumeError, first_line
 from chunkflow.geometry import Vec, vec
 from chunkflow.volumes.attributes import FINGERPRINT_ATTR, info_from_attrs
 from chunkflow.volumes.base import Volume, VolumeInfo, refuse_mip, shard_size_mismatch
-from chunkflow.volumes.stores import read_metadata, zarr_store
+from chunkflow.volumes.stores import StorageOptions, read_metadata, zarr_store
 
 if TYPE_CHECKING:
     from chunkflow.settings import OutputSettings
 
 
-def is_zarr_array(path: str) -> bool:
+def is_zarr_array(path: str, options: StorageOptions | None = None) -> bool:
     """Whether ``path`` (a folder or a URL) holds zarr array metadata (format 3 or 2)."""
-    if read_metadata(path, ".zarray") is not None:
+    if read_metadata(path, ".zarray", options) is not None:
         return True
     try:
-        return json.loads(read_metadata(path, "zarr.json") or b"{}").get("node_type") == "array"
+        meta = json.loads(read_metadata(path, "zarr.json", options) or b"{}")
+        return meta.get("node_type") == "array"
     except ValueError:
         return False
 
@@ -32,15 +33,17 @@ class ZarrVolume(Volume):
     """A zarr array, format 2 or 3, sharded or not (``path`` ends in ``.zarr``, or holds one),
     on disk or in an object store (see ``chunkflow.volumes.stores``)."""
 
-    def __init__(self, path: str, mode: str = "r", mip: int = 0) -> None:
+    def __init__(
+        self, path: str, mode: str = "r", mip: int = 0, options: StorageOptions | None = None
+    ) -> None:
         import zarr
 
         refuse_mip(path, mip)
         self.path = path
-        if not self.exists(path):
+        if not self.exists(path, options):
             raise VolumeError(f"volume '{path}' does not exist; check the path")
         try:
-            node = zarr.open(zarr_store(path, mode), mode=mode)
+            node = zarr.open(zarr_store(path, mode, options), mode=mode)
         except VolumeError:
             raise
         except Exception as err:  # zarr raises several types for unreadable stores
@@ -56,8 +59,8 @@ class ZarrVolume(Volume):
         self.info = info_from_attrs(node.shape, node.dtype, node.chunks, dict(node.attrs), path)
 
     @classmethod
-    def handles(cls, path: str) -> bool:
-        return path.rstrip("/").endswith(".zarr") or is_zarr_array(path)
+    def handles(cls, path: str, options: StorageOptions | None = None) -> bool:
+        return path.rstrip("/").endswith(".zarr") or is_zarr_array(path, options)
 
     def _read(self, index: tuple[slice, ...]) -> np.ndarray:
         return np.asarray(self.array[index])
@@ -89,15 +92,20 @@ class ZarrVolume(Volume):
     @classmethod
     def create(cls, path: str, info: VolumeInfo, output: OutputSettings) -> ZarrVolume:
         """Create an array at ``path`` with the geometry of ``info``: (c, z, y, x) or (z, y, x)."""
-        create_array(path, info, output.zarr_format, output.shard_size)
-        return cls(path, mode="r+")
+        create_array(path, info, output.zarr_format, output.shard_size, output.storage_options)
+        return cls(path, mode="r+", options=output.storage_options)
 
 
 def create_array(
-    path: str, info: VolumeInfo, zarr_format: int = 3, shard_size: Vec | None = None
+    path: str,
+    info: VolumeInfo,
+    zarr_format: int = 3,
+    shard_size: Vec | None = None,
+    options: StorageOptions | None = None,
 ) -> None:
     """A zarr array at ``path`` laid out as ``info`` says (``chunk_size`` the inner chunk when
-    sharded), with ``voxel_offset`` and ``resolution`` attributes (and the fingerprint, if any)."""
+    sharded), with ``voxel_offset`` and ``resolution`` attributes (and the fingerprint, if any);
+    ``options``: the store's ``storage_options``."""
     import zarr
 
     lead = () if info.channels is None else (info.channels,)
@@ -106,7 +114,7 @@ def create_array(
     if shard_size is not None:
         extra["shards"] = (*lead, *shard_size)
     zarr.create_array(
-        store=zarr_store(path, "w"),
+        store=zarr_store(path, "w", options),
         shape=(*lead, *info.shape),
         chunks=(*lead, *info.chunk_size),
         dtype=info.dtype,
