@@ -27,6 +27,7 @@ from chunkflow.pieces import PieceLayout
 from chunkflow.plan import RunPlan, make_plan
 from chunkflow.settings import Settings
 from chunkflow.volumes import Volume, open_input, open_volume, read_padded
+from chunkflow.volumes.retries import retries_so_far
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +88,22 @@ class _Input:
 
 @dataclass
 class _Clock:
-    """Seconds spent per stage over a block."""
+    """Seconds spent per stage over a block (reads and writes run beside the compute), and
+    ``io_wait``: the seconds the compute waited for them, I/O that was not hidden."""
 
     read: float = 0.0
     infer: float = 0.0
     write: float = 0.0
+    io_wait: float = 0.0
 
     def as_json(self) -> dict[str, float]:
         stages = {"read": self.read, "infer": self.infer, "write": self.write}
-        return {k: round(v, 4) for k, v in {**stages, "total": sum(stages.values())}.items()}
+        times = {**stages, "total": sum(stages.values()), "io_wait": self.io_wait}
+        return {k: round(v, 4) for k, v in times.items()}
+
+    def waited(self, started: float) -> None:
+        """Count the seconds since ``started`` (``time.time()``) as waiting on I/O."""
+        self.io_wait += time.time() - started
 
 
 PROGRESS_EVERY_S = 30.0  # a block job's progress lines come at most this often
@@ -212,16 +220,18 @@ class BlockRunner:
         state = BlockState(plan.settings.state_dir, block.id, plan.fingerprint, plan.piece_size)
         progress = self._resume(state, layout) if len(pieces) > 1 else Progress()
         clock = _Clock()
+        retries = retries_so_far()
         first = None
         if progress.written == 0:
             first = self._read(layout, pieces[0])
             clock.read += first.seconds
+            clock.io_wait += first.seconds
             progress = self._all_background(layout, first, clock)
         if progress.skipped:
             progress = self._write_zeros(layout, state, progress, clock)
         else:
             progress = self._compute_pieces(layout, state, progress, first, clock)
-        return self._finish(layout, state, progress, clock)
+        return self._finish(layout, state, progress, clock, retries_so_far() - retries)
 
     def _resume(self, state: BlockState, layout: PieceLayout) -> Progress:
         """The progress of an earlier job on this block, if its carried sums are all there."""
@@ -270,6 +280,7 @@ class BlockRunner:
             read = first if piece == layout.pieces[0] else self._read(layout, piece)
             if read is not first:
                 clock.read += read.seconds
+                clock.io_wait += read.seconds
             if read.raw is not None:
                 if not np.all(read.raw == background):
                     return Progress()
@@ -298,7 +309,9 @@ class BlockRunner:
             pending: Future[Progress] | None = None
             for k in range(start, len(pieces)):
                 piece = pieces[k]
+                waiting = time.time()
                 read = next_read.result()
+                clock.waited(waiting)
                 if read is not first:
                     clock.read += read.seconds
                 if k + 1 < len(pieces):
@@ -308,7 +321,9 @@ class BlockRunner:
                 recent = {(piece.id, t.id): carried for t, carried in outgoing.items()}
                 clock.infer += time.time() - computing
                 if pending is not None:
+                    waiting = time.time()
                     progress = pending.result()  # one piece is written at a time: bounded memory
+                    clock.waited(waiting)
                 pending = writer.submit(
                     self._write_piece,
                     state if streamed else None,
@@ -322,7 +337,11 @@ class BlockRunner:
                     clock,
                 )
                 report.piece_done(len(read.patches), piece.box.size)
-            return pending.result() if pending is not None else progress
+            waiting = time.time()
+            if pending is not None:
+                progress = pending.result()
+            clock.waited(waiting)
+            return progress
 
     def _compute(
         self,
@@ -413,15 +432,22 @@ class BlockRunner:
         """A block of background: zeros, piece by piece, nothing inferred."""
         streamed = len(layout.pieces) > 1
         channels = self._output.info.channels or 1
+        waiting = time.time()
         for piece in layout.pieces[progress.written :]:
             zeros = np.zeros((channels, *piece.box.shape), dtype=self._output.info.dtype)
             progress = self._write_piece(
                 state if streamed else None, piece, zeros, {}, [], progress, clock
             )
+        clock.waited(waiting)
         return progress
 
     def _finish(
-        self, layout: PieceLayout, state: BlockState, progress: Progress, clock: _Clock
+        self,
+        layout: PieceLayout,
+        state: BlockState,
+        progress: Progress,
+        clock: _Clock,
+        retries: int,
     ) -> DoneMarker:
         """Write the block's done-marker, then drop its streaming state."""
         plan, block_box = self.plan, layout.block.box
@@ -444,11 +470,19 @@ class BlockRunner:
             output_sha256=progress.digest,
             input_digest=progress.input_digest,
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            io_retries=retries,
         )
         marker.write(plan.settings.state_dir)
         state.clear()
         what = "background, skipped" if progress.skipped else f"{patches} patches"
-        log.info("block %s: %s, %.2f s", marker.block, what, marker.timings_s["total"])
+        log.info(
+            "block %s: %s, %.2f s, %.2f s of it waiting on I/O, %d I/O retries",
+            marker.block,
+            what,
+            marker.timings_s["total"],
+            clock.io_wait,
+            retries,
+        )
         return marker
 
 

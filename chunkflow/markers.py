@@ -14,7 +14,7 @@ import logging
 import os
 import reprlib
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from types import UnionType
@@ -78,7 +78,8 @@ class DoneMarker:
     """What a finished block records: where it is, what it took, and what it wrote.
 
     ``box`` and ``chunk_box`` are ``{"start": [z, y, x], "stop": [z, y, x]}``; ``timings_s`` has
-    the seconds of each of ``STAGES``; ``ran_on`` the host, SLURM job and device facts.
+    the seconds of each of ``STAGES`` (read and write overlap the compute), and ``io_wait``, the
+    seconds the compute waited for them; ``ran_on`` the host, SLURM job and device facts.
     ``output_sha256`` chains the pieces' sha256 in order (``block_state.chain_digest``): for a
     block of one piece, the sha256 of its bytes as written, (c, z, y, x) in C order.
     """
@@ -100,6 +101,7 @@ class DoneMarker:
     output_sha256: str
     input_digest: str | None  # the pieces' input digests chained (None: no patch read input)
     finished: str  # ISO 8601, local time with offset
+    io_retries: int = 0  # object-store requests sent again after a transient error
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,7 +112,7 @@ class DoneMarker:
         type otherwise (the fields that the summary and status compute with are checked)."""
         if not isinstance(data, dict):
             raise MarkerError(f"{source} holds {type(data).__name__}, not a done-marker object")
-        names = [f.name for f in fields(cls)]
+        names = [f.name for f in fields(cls) if f.name in data or f.default is MISSING]
         missing = [n for n in names if n not in data]
         if missing:
             raise MarkerError(

@@ -383,3 +383,83 @@ def test_bucket_urls_are_spelled_zarr_or_precomputed_without_a_network():
     assert type(object_store("gs://lab/em/raw.zarr")).__name__ == "GCSStore"  # no request yet
     with pytest.raises(VolumeError, match="is read-only"):
         zarr_store("https://data.lab.org/raw.zarr", "r+")
+
+
+def chunk_faults(method: str, path: str, seen: int) -> str | None:
+    """A fault for the first two requests of every chunk object of ``faulty/``: 503 then a
+    dropped connection for a write; a body cut short then a 503 (or a drop) for a read."""
+    if "/faulty/" not in path or "/c/" not in path or seen > 1 or method not in ("GET", "PUT"):
+        return None
+    if method == "PUT":
+        return ("503", "reset")[seen]
+    return ("truncate", "503" if hash(path) % 2 else "reset")[seen]
+
+
+def test_transient_errors_are_retried_counted_and_change_no_number(
+    s3, model, reference, tmp_path, monkeypatch
+):
+    """Every chunk object of the input and the output meets two faults (a 503, a dropped
+    connection, a body cut short) through a proxy in front of the S3 server: each is retried
+    once (counted: the process's count equals the faults served, and the markers hold the
+    block jobs' share) and the output equals the fault-free reference."""
+    from faulty_proxy import FaultyProxy
+
+    from chunkflow.volumes.retries import retries_so_far
+
+    url = upload(Path(INPUTS["zarr3"](tmp_path)), "faulty/raw.zarr")
+    host = s3["AWS_ENDPOINT_URL"].removeprefix("http://")
+    with FaultyProxy(host, chunk_faults) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        config = make_config(model, url, tmp_path / "out", **OUTPUTS["zarr3"])
+        config["output"]["path"] = f"s3://{BUCKET}/faulty/out.zarr"
+        before = retries_so_far()
+        markers = run_locally(make_plan(config_mod.parse(config)))
+        served = sum(proxy.faults.values())
+        assert proxy.faults["truncate"] > 0 and proxy.faults["reset"] > 0
+        assert proxy.faults["503"] > 0
+        assert retries_so_far() - before == served
+        in_blocks = sum(m.io_retries for m in markers)
+        assert 0 < in_blocks <= served
+    result = read_back(str(download("faulty/out.zarr", tmp_path / "out.zarr")))[0]
+    np.testing.assert_array_equal(result, reference)
+
+
+def test_a_read_that_keeps_failing_fails_the_block_in_one_line(s3, model, reference, tmp_path):
+    """One input chunk object answers only 503: after CHUNKFLOW_IO_RETRIES retries the block job
+    fails in one line naming the object and writes no done-marker;
+    once the store answers again, the rerun gives the reference numbers."""
+    from faulty_proxy import FaultyProxy
+
+    url = upload(Path(INPUTS["zarr3"](tmp_path)), "failing/raw.zarr")
+    names = [
+        item["Key"]
+        for item in client().list_objects_v2(Bucket=BUCKET, Prefix="failing/")["Contents"]
+    ]
+    broken = f"/{BUCKET}/" + next(n for n in sorted(names) if "/c/" in n)
+    host = s3["AWS_ENDPOINT_URL"].removeprefix("http://")
+    config = make_config(model, url, tmp_path / "out", **OUTPUTS["zarr3"])
+    config["output"]["path"] = f"s3://{BUCKET}/failing/out.zarr"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    plan = make_plan(config_mod.parse(config))
+    with FaultyProxy(host, lambda m, p, n: "503" if p == broken else None) as proxy:
+        env = {**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint, "CHUNKFLOW_IO_RETRIES": "2"}
+        subprocess.run(
+            [CHUNKFLOW, "create-output", "--config", str(path)], env=env, check=True, timeout=120
+        )
+        failed = subprocess.run(
+            [CHUNKFLOW, "run-block", "--config", str(path), *plan.block_ids],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proxy.faults["503"] == 3  # the first request and two retries
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    assert "503" in last and broken.split("/")[-1] in last, failed.stderr
+    state = Path(plan.settings.state_dir)
+    assert not list(state.glob("blocks/*/*.json"))
+    run_locally(plan)
+    result = read_back(str(download("failing/out.zarr", tmp_path / "out.zarr")))[0]
+    np.testing.assert_array_equal(result, reference)

@@ -1,8 +1,9 @@
 """Where a volume's objects live: a local folder, or an object store named by a URL
 (``s3://bucket/key``, ``gs://bucket/key``, ``http(s)://host/path``, the last read-only).
 
-Zarr stores in a bucket are reached with obstore (Rust's object_store: concurrent requests,
-retries with backoff for 5xx, timeouts and dropped connections); precomputed ones with
+Zarr stores in a bucket are reached with obstore (Rust's object_store: concurrent requests),
+whose transient errors chunkflow retries and counts itself (``chunkflow.volumes.retries``);
+precomputed ones with
 cloud-volume, which reaches a custom S3 endpoint through a cloud-files alias
 (``cloudvolume_path``). Credentials and endpoints come from each ecosystem's usual environment,
 which SLURM jobs inherit: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from chunkflow.errors import ConfigError, VolumeError, first_line
+from chunkflow.volumes.retries import with_retries
 
 OBJECT_SCHEMES = ("s3://", "gs://", "http://", "https://")
 READ_ONLY_SCHEMES = ("http://", "https://")
@@ -36,6 +38,7 @@ OPTION_SCHEMES: dict[str, tuple[str, ...]] = {
 }
 
 StorageOptions = Mapping[str, Any]
+NO_RETRIES = {"max_retries": 0}
 
 
 def is_url(path: str) -> bool:
@@ -97,8 +100,10 @@ def object_store(url: str, options: StorageOptions | None = None) -> Any:
     from obstore.store import from_url
 
     config, client = obstore_options(url, options)
-    try:
-        return from_url(url, config=config or None, client_options=client or None)
+    try:  # retried by chunkflow (volumes.retries), which counts them: none inside obstore
+        return from_url(
+            url, config=config or None, client_options=client or None, retry_config=NO_RETRIES
+        )
     except BaseException as err:  # obstore raises its own types, Rust panics included
         if isinstance(err, KeyboardInterrupt | SystemExit):
             raise
@@ -112,9 +117,11 @@ def zarr_store(path: str, mode: str, options: StorageOptions | None = None) -> A
         return path
     from zarr.storage import ObjectStore
 
+    from chunkflow.volumes.retrying_store import RetryingStore
+
     if mode != "r" and path.startswith(READ_ONLY_SCHEMES):
         raise VolumeError(f"'{path}' is read-only (http); write the output to s3://, gs:// or disk")
-    return ObjectStore(object_store(path, options), read_only=mode == "r")
+    return RetryingStore(ObjectStore(object_store(path, options), read_only=mode == "r"), path)
 
 
 def cloudvolume_path(path: str, options: StorageOptions | None = None) -> str:
@@ -150,9 +157,12 @@ def read_object(url: str, name: str, options: StorageOptions | None = None) -> b
     (no such bucket, no credentials, no connection after the retries) raise a VolumeError."""
     import obstore
 
+    store = object_store(url, options)
     try:
         with _reported("read", f"{url}/{name}"):
-            return obstore.get(object_store(url, options), name).bytes().to_bytes()
+            return with_retries(
+                lambda: obstore.get(store, name).bytes().to_bytes(), f"read '{url}/{name}'"
+            )
     except FileNotFoundError:
         return None
 
@@ -165,10 +175,13 @@ def holds_anything(url: str, options: StorageOptions | None = None) -> bool:
         return any(
             read_object(url, n, options) is not None for n in ("zarr.json", ".zarray", ".zgroup")
         )
+    store = object_store(url, options)
+
+    def first_batch() -> bool:
+        return any(len(batch) > 0 for batch in obstore.list(store, chunk_size=1))
+
     with _reported("list", url):
-        for batch in obstore.list(object_store(url, options), chunk_size=1):
-            return len(batch) > 0
-    return False
+        return with_retries(first_batch, f"list '{url}'")
 
 
 def location_exists(path: str, options: StorageOptions | None = None) -> bool:
