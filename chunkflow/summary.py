@@ -28,6 +28,9 @@ def summarize(plan: RunPlan, markers: list[DoneMarker]) -> dict[str, Any]:
         "patches": patches,
         "patches_whole_roi": plan.whole_roi_patch_count(),
         "job_seconds": job_seconds,
+        # older markers have no io_wait: counted as 0
+        "io_wait_seconds": round(sum(m.timings_s.get("io_wait", 0.0) for m in markers), 3),
+        "io_retries": sum(m.io_retries for m in markers),
         "wall_seconds": round(wall, 3),
         "voxels_per_second_wall": round(voxels / wall) if wall > 0 else None,
         "voxels_per_job_second": round(voxels / job_seconds["total"])
@@ -52,6 +55,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  {s['patches']:,} patches ({s['patches'] / max(1, s['patches_whole_roi']):.2f}x a single "
         f"whole-ROI pass) on {', '.join(s['devices']) or '-'}",
         "  job time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["job_seconds"].items()),
+        f"  I/O not hidden behind the compute: {s['io_wait_seconds']:.1f} s; object-store "
+        f"requests retried: {s['io_retries']}",
     ]
     if s["voxels_per_second_wall"]:
         lines.append(

@@ -463,3 +463,29 @@ def test_a_read_that_keeps_failing_fails_the_block_in_one_line(s3, model, refere
     run_locally(plan)
     result = read_back(str(download("failing/out.zarr", tmp_path / "out.zarr")))[0]
     np.testing.assert_array_equal(result, reference)
+
+
+def test_only_transient_store_errors_are_retried(monkeypatch):
+    """5xx, 429, dropped connections, bodies cut short and timeouts are retried; a 404 or 403
+    is not (obstore's debug dump, which names retry_timeout, does not count)."""
+    from obstore.exceptions import GenericError
+
+    from chunkflow.volumes.retries import is_transient, max_retries
+
+    debug = "\n\nDebug source:\nGeneric { retry_timeout: 180s, connection reset }"
+    transient = [
+        "Server returned non-2xx status code: 503 Service Unavailable",
+        "Server returned non-2xx status code: 429 Too Many Requests",
+        "HTTP error: error sending request",
+        "HTTP error: request or response body error",
+        "operation timed out",
+    ]
+    for message in transient:
+        assert is_transient(GenericError(message + debug)), message
+    assert is_transient(ConnectionResetError()) and is_transient(TimeoutError())
+    for message in ("non-2xx status code: 404 Not Found", "non-2xx status code: 400 Bad Request"):
+        assert not is_transient(GenericError(message + debug)), message
+    assert not is_transient(FileNotFoundError()) and not is_transient(ValueError("timed out"))
+    monkeypatch.setenv("CHUNKFLOW_IO_RETRIES", "many")
+    with pytest.raises(ConfigError, match="CHUNKFLOW_IO_RETRIES is 'many'; set it to a count"):
+        max_retries()

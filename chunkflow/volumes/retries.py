@@ -30,7 +30,7 @@ LONGEST_WAIT_S = 15.0
 DEFAULT_RETRIES = 10
 # how a store's error message says that the request may succeed when sent again
 _TRANSIENT = re.compile(
-    r"status code: (5\d\d|429)|error sending request|body error|timed out|timeout|"
+    r"status code: (5\d\d|429)|error sending request|body error|timed out|"
     r"connection (reset|refused|closed)|broken pipe",
     re.IGNORECASE,
 )
@@ -60,7 +60,9 @@ def is_transient(err: BaseException) -> bool:
         return True
     from obstore.exceptions import GenericError
 
-    return isinstance(err, GenericError) and _TRANSIENT.search(str(err)) is not None
+    # obstore's message, then its debug dump (which names settings such as retry_timeout)
+    message = str(err).split("Debug source:")[0]
+    return isinstance(err, GenericError) and _TRANSIENT.search(message) is not None
 
 
 def _wait_s(attempt: int) -> float:
