@@ -17,6 +17,7 @@ from typing import Any
 from chunkflow.plan import RunPlan
 from chunkflow.volumes.hdf5 import HDF5Volume, split
 from chunkflow.volumes.precomputed import PrecomputedVolume, cloudpath, local_dir
+from chunkflow.volumes.stores import StorageOptions, browser_url, read_metadata
 
 NEUROGLANCER = "https://neuroglancer-demo.appspot.com/"
 LAYERS = ("input", "output")
@@ -30,36 +31,38 @@ def local_path(path: str) -> Path | None:
     return None if "://" in cloudpath(path) else Path(path).resolve()
 
 
-def _zarr_meta(folder: Path) -> tuple[str, int, bool] | None:
-    """Neuroglancer's scheme for a zarr array or OME-Zarr group, its rank, and whether it has
-    OME metadata; None for what is not zarr."""
-    if (folder / "zarr.json").is_file():
-        meta = json.loads((folder / "zarr.json").read_text())
+def _zarr_meta(
+    location: str, options: StorageOptions | None = None
+) -> tuple[str, int, bool] | None:
+    """Neuroglancer's scheme for a zarr array or OME-Zarr group (a folder or a URL), its rank,
+    and whether it has OME metadata; None for what is not zarr."""
+    v3 = read_metadata(location, "zarr.json", options)
+    if v3 is not None:
+        meta = json.loads(v3)
         attrs = meta.get("attributes", {})
         return "zarr3", len(meta.get("shape", ())), "ome" in attrs or "multiscales" in attrs
-    attrs_file = folder / ".zattrs"
-    attrs = json.loads(attrs_file.read_text()) if attrs_file.is_file() else {}
-    if not (folder / ".zarray").is_file() and "multiscales" not in attrs:
+    attrs = json.loads(read_metadata(location, ".zattrs", options) or b"{}")
+    array = read_metadata(location, ".zarray", options)
+    if array is None and "multiscales" not in attrs:
         return None
-    meta = json.loads((folder / ".zarray").read_text()) if (folder / ".zarray").is_file() else {}
-    return "zarr", len(meta.get("shape", ())), "multiscales" in attrs
+    return "zarr", len(json.loads(array or b"{}").get("shape", ())), "multiscales" in attrs
 
 
 def layer_source(path: str, plan: RunPlan, base_url: str | None = None, name: str = "") -> Any:
-    """The neuroglancer source of a volume, served under ``base_url/name`` when given; None
-    for what neuroglancer cannot read: HDF5 unless served, a volume not written yet."""
+    """The neuroglancer source of a volume, served under ``base_url/name`` when given (local
+    volumes), read from its bucket otherwise (``browser_url``); None for what neuroglancer
+    cannot read: HDF5 unless served, a volume not written yet."""
     folder = local_path(path)
+    options = _options(plan)[name] if name else None
     where = f"{base_url}/{name}" if base_url and folder else None
     if PrecomputedVolume.handles(path):
-        return f"precomputed://{where or cloudpath(path)}"
-    if folder is None:
-        return path
+        return f"precomputed://{where or browser_url(cloudpath(path), options)}"
     if HDF5Volume.handles(path):  # served as a zarr array (``HDF5AsZarr``), when it exists
         if where is None or not Path(split(path)[0]).is_file():
             return None
         channels = name == "output" or plan.input_info.channels is not None
         return _placed(f"zarr://{where}", 4 if channels else 3, plan, name)
-    meta = _zarr_meta(folder)
+    meta = _zarr_meta(str(folder) if folder else path, options)
     if meta is None and name == "output" and path.rstrip("/").endswith(".zarr"):
         # not created yet: a zarr output has a channel axis, an OME-Zarr one its own geometry
         scheme = "zarr3" if plan.settings.output.zarr_format == 3 else "zarr"
@@ -67,7 +70,7 @@ def layer_source(path: str, plan: RunPlan, base_url: str | None = None, name: st
     if meta is None:
         return None
     scheme, rank, ome = meta
-    url = f"{scheme}://{where or folder.as_uri()}"
+    url = f"{scheme}://{where or (folder.as_uri() if folder else browser_url(path, options))}"
     if ome:  # OME-Zarr carries its own scale and translation
         return url
     return _placed(url, rank, plan, name)
@@ -86,6 +89,11 @@ def _placed(url: str, rank: int, plan: RunPlan, name: str) -> dict[str, Any]:
 
 def _paths(plan: RunPlan) -> dict[str, str]:
     return {"input": plan.settings.input.path, "output": plan.settings.output.path}
+
+
+def _options(plan: RunPlan) -> dict[str, StorageOptions | None]:
+    settings = plan.settings
+    return {"input": settings.input.storage_options, "output": settings.output.storage_options}
 
 
 def left_out(plan: RunPlan, base_url: str | None = None) -> list[str]:

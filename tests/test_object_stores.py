@@ -10,6 +10,7 @@ equal a run on local disk.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -489,3 +490,25 @@ def test_only_transient_store_errors_are_retried(monkeypatch):
     monkeypatch.setenv("CHUNKFLOW_IO_RETRIES", "many")
     with pytest.raises(ConfigError, match="CHUNKFLOW_IO_RETRIES is 'many'; set it to a count"):
         max_retries()
+
+
+def test_neuroglancer_reads_bucket_volumes_from_their_endpoint(s3, model, tmp_path):
+    """The view of a run in an S3-compatible store points neuroglancer at the endpoint,
+    path-style (it cannot know a MinIO endpoint from an s3:// URL), and that URL serves the
+    volume's metadata; a precomputed output likewise."""
+    import urllib.request
+
+    from chunkflow import view
+
+    url = upload(Path(INPUTS["zarr3"](tmp_path)), "view/raw.zarr", public=True)
+    config = make_config(model, url, tmp_path / "out", **OUTPUTS["zarr3"])
+    config["output"]["path"] = f"s3://{BUCKET}/view/out"  # precomputed
+    config["output"]["storage_options"] = {"endpoint_url": s3["AWS_ENDPOINT_URL"]}
+    plan = make_plan(config_mod.parse(config))
+    sources = {layer["name"]: layer["source"] for layer in view.state(plan)["layers"]}
+    served = f"{s3['AWS_ENDPOINT_URL']}/{BUCKET}/view/raw.zarr"
+    assert sources["input"]["url"] == f"zarr3://{served}"
+    assert sources["input"]["transform"]["matrix"][0][-1] == OFFSET[0]
+    assert sources["output"] == f"precomputed://{s3['AWS_ENDPOINT_URL']}/{BUCKET}/view/out"
+    with urllib.request.urlopen(f"{served}/zarr.json") as answer:
+        assert json.loads(answer.read())["node_type"] == "array"

@@ -140,6 +140,14 @@ def cloudvolume_path(path: str, options: StorageOptions | None = None) -> str:
     return f"{alias}://{path.removeprefix('s3://')}"
 
 
+def browser_url(url: str, options: StorageOptions | None = None) -> str:
+    """``url`` as a browser (neuroglancer) reaches it: the object of an S3-compatible store
+    (``s3_endpoint``: MinIO, Ceph, …) path-style under its endpoint, ``<endpoint>/<bucket>/<key>``;
+    any other URL as it is (neuroglancer reads s3://, gs:// and http(s):// itself)."""
+    endpoint = s3_endpoint(options) if url.startswith("s3://") else None
+    return f"{endpoint.rstrip('/')}/{url.removeprefix('s3://')}" if endpoint else url
+
+
 @contextlib.contextmanager
 def _reported(action: str, url: str) -> Iterator[None]:
     """Turn a store's failure to ``action`` ``url`` into a one-line VolumeError (a missing
