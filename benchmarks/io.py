@@ -7,9 +7,10 @@ and none), writes a synthetic EM piece (``--shape``, uint8, chunks ``--chunks``)
 array in a bucket, then, ``--repeats`` times, interleaved:
 
 - ours, read: ``open_volume(url).read(piece)`` (zarr over obstore: fetch and decode);
+- zarr, read: the same array opened with zarr alone (its ObjectStore, no chunkflow retries);
 - bare, read: every chunk object fetched with obstore's ``get_async``, at most
   ``async.concurrency`` (zarr's setting, the same for ours) in flight, nothing decoded;
-- ours, write: ``volume.write(piece, data)`` (encode and put);
+- ours, write: ``volume.write(piece, data)`` (encode and put); zarr alone likewise;
 - bare, write: the same objects' bytes put again with ``put_async``, as many in flight.
 
 Prints the medians in MB/s (of the uncompressed piece for ours; of the same objects for bare) and
@@ -43,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 import zarr
+from zarr.storage import ObjectStore
 
 from chunkflow import config as config_mod
 from chunkflow.demo import synthetic_em, write_demo
@@ -141,25 +143,28 @@ def piece_io(args: argparse.Namespace, codec: str, limit: int) -> list[str]:
     objects = {k: obstore.get(store, k).bytes().to_bytes() for k in keys}
     stored = sum(len(v) for v in objects.values())
     times: dict[str, list[float]] = {
-        name: [] for name in ("ours read", "bare read", "ours write", "bare write")
+        f"{side} {what}": [] for side in ("ours", "zarr", "bare") for what in ("read", "write")
     }
     for _ in range(args.repeats):
         reader = open_volume(url)
         times["ours read"].append(timed(lambda r=reader: r.read(piece)))
+        plain = zarr.open_array(ObjectStore(store), mode="r+")  # zarr alone: no retries
+        times["zarr read"].append(timed(lambda a=plain: a[...]))
         times["bare read"].append(timed(lambda: asyncio.run(bare_get(store, keys, limit))))
         writer = open_volume(url, mode="r+")
         times["ours write"].append(timed(lambda w=writer: w.write(piece, data)))
+        times["zarr write"].append(timed(lambda a=plain: a.__setitem__(..., data)))
         times["bare write"].append(timed(lambda: asyncio.run(bare_put(store, objects, limit))))
     check = open_volume(url).read(piece)
     assert np.array_equal(check, data), "the piece read back differs from what was written"
     median = {name: statistics.median(t) for name, t in times.items()}
     rows = []
     for what in ("read", "write"):
-        ours, bare = median[f"ours {what}"], median[f"bare {what}"]
+        ours, plain, bare = (median[f"{side} {what}"] for side in ("ours", "zarr", "bare"))
         rows.append(
             f"| {what}, {codec} ({len(keys)} objects, {stored / 1e6:.1f} MB) | {ours:.3f} | "
-            f"{bare:.3f} | {data.nbytes / 1e6 / ours:.0f} | {stored / 1e6 / bare:.0f} | "
-            f"**{bare / ours:.2f}** |"
+            f"{plain:.3f} | {bare:.3f} | {data.nbytes / 1e6 / ours:.0f} | "
+            f"{stored / 1e6 / bare:.0f} | **{bare / ours:.2f}** | {plain / ours:.2f} |"
         )
     return rows
 
@@ -232,8 +237,11 @@ def main() -> None:
     limit = int(zarr.config.get("async.concurrency"))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
     print(f"piece {'x'.join(map(str, args.shape))} uint8; {limit} requests in flight\n")
-    print("| | ours s | bare s | ours MB/s (piece) | bare MB/s (objects) | **ours ÷ bare** |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| | ours s | zarr s | bare s | ours MB/s (piece) | bare MB/s (objects) "
+        "| **ours ÷ bare** | ours ÷ zarr |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for codec in args.codecs:
         print("\n".join(piece_io(args, codec, limit)))
     if not args.no_block:
