@@ -499,5 +499,5 @@ def run_blocks(
     try:
         blocks = [plan.grid.block_by_id(b) for b in block_ids]
     except KeyError as err:
-        raise ConfigError(f"{err.args[0]}; `chunkflow plan` lists the blocks") from None
+        raise ConfigError(f"{err.args[0]}; `chunkflow plan --blocks` lists the blocks") from None
     return BlockRunner(plan).run(blocks)

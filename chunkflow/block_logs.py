@@ -15,6 +15,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 
+from chunkflow.markers import DoneMarker
 from chunkflow.plan import RunPlan
 
 LOG_TAIL_BYTES = 4096  # what is read of a block log: the error and the last progress line
@@ -38,6 +39,18 @@ class BlockLog:
         if self.error is not None:
             return "failed"
         return "running" if self.age_s <= RUNNING_WITHIN_S else "stopped"
+
+
+def finished_line(marker: DoneMarker) -> str:
+    """The line a block job prints last, once the block's done-marker is written:
+    ``z0_y1_x0: 400 patches, 81.20 s on cuda:0``."""
+    what = "background, skipped" if marker.skipped else f"{marker.patches} patches"
+    return f"{marker.block}: {what}, {marker.timings_s['total']:.2f} s on {marker.ran_on['device']}"
+
+
+def is_finished_line(block: str, line: str) -> bool:
+    """Whether ``line`` is the ``finished_line`` of ``block``."""
+    return line.startswith(f"{block}: ") and " s on " in line
 
 
 def first_error(text: str) -> str | None:
@@ -107,6 +120,8 @@ def unfinished_logs(plan: RunPlan, without_marker: Container[str]) -> list[Block
             continue  # of an earlier run's jobs
         text = log_tail(path) if times[0] is not None and times[0] >= since else ""
         lines = [line for line in text.splitlines() if line.strip()]
+        if lines and is_finished_line(block, lines[-1]) and first_error(text) is None:
+            continue  # the job finished, and its marker is gone or did not count: missing
         found.append(
             BlockLog(
                 block, path, max(0.0, now - changed), first_error(text), lines[-1] if lines else ""

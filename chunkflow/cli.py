@@ -130,14 +130,12 @@ def cmd_finish_output(args: argparse.Namespace) -> None:
 
 def cmd_run_block(args: argparse.Namespace) -> None:
     from chunkflow.block import run_blocks
+    from chunkflow.block_logs import finished_line
 
     settings = config_mod.load(args.config)
     block_ids = [Path(b).stem if b.endswith(".json") else b for b in args.block]
     for marker in run_blocks(settings, block_ids, args.expect_fingerprint):
-        what = "background, skipped" if marker.skipped else f"{marker.patches} patches"
-        print(
-            f"{marker.block}: {what}, {marker.timings_s['total']:.2f} s on {marker.ran_on['device']}"
-        )
+        print(finished_line(marker))
 
 
 def _markers(plan):
@@ -176,11 +174,14 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from chunkflow.report import write_report
+    from chunkflow.status import require_run
     from chunkflow.workflow_support import report_path
 
+    require_run(config_mod.load(args.config).state_dir)  # as status: no run, no report
     plan = _plan(args)
     out = args.out or report_path(plan.settings.state_dir)
-    print(f"wrote {write_report(plan, _markers(plan)[0], out)}; open it in a web browser")
+    written = Path(write_report(plan, _markers(plan)[0], out)).resolve()
+    print(f"wrote {written}; open it in a web browser")
 
 
 def cmd_verify(args: argparse.Namespace) -> None:

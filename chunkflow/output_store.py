@@ -129,6 +129,15 @@ def current_markers(
     stale = [b for b in plan.block_ids if b in old]
     if existing is None:
         return [], stale, missing, f"output '{plan.settings.output.path}' does not exist"
+    if may_replace(plan, existing.info.fingerprint):  # this run's own earlier settings
+        return (
+            [],
+            stale,
+            missing,
+            f"output '{plan.settings.output.path}' holds the results of this run's earlier "
+            f"settings (fingerprint {existing.info.fingerprint}); the next run computes every "
+            "block anew",
+        )
     return [], stale, missing, str(other_results(existing, plan.fingerprint))
 
 

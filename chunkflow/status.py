@@ -134,7 +134,7 @@ def format_status(status: RunStatus, show: int | None) -> str:
     else:
         lines.append(
             f"  throughput over the last hour: {rate.voxels_per_s / 1e6:.3g} "
-            f"Mvoxel/s, {rate.blocks_per_h:,.1f} blocks/h ({rate.blocks:,} blocks finished)"
+            f"Mvoxel/s, {rate.blocks_per_h:,.1f} blocks/h ({rate.blocks:,} block{'s' * (rate.blocks != 1)} finished)"
         )
     if without:
         eta = (

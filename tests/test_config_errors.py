@@ -540,7 +540,7 @@ def test_unknown_block_ids_are_refused_before_any_block_runs(tmp_path, small_con
     cases = [  # after a valid id, which must not run either
         Case(
             name,
-            (*fragments, "`chunkflow plan` lists the blocks"),
+            (*fragments, "`chunkflow plan --blocks` lists the blocks"),
             {"output.path": str(output)},
             command=("run-block", "z0_y0_x0", block_id),
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import subprocess
 import time
 from datetime import datetime
@@ -225,3 +226,40 @@ def test_status_shows_a_failed_block_with_the_first_line_of_its_error(
         os.utime(path, (stopped, stopped))
     lines = chunkflow(elsewhere, run_env, "status", "-d", str(run_dir)).stdout.splitlines()
     assert lines[1] == "  running 0, failed 0, missing 1" and "  missing z1_y1_x0" in lines
+
+
+def test_status_counts_a_finished_job_without_a_valid_marker_as_missing(
+    finished, tmp_path, run_env, elsewhere
+):
+    """A block whose job ended with its finished line but whose marker is cut short is
+    missing (the next run computes it), not running, however fresh its log."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished[0], run_dir)
+    (marker,) = (run_dir / ".chunkflow" / "blocks").glob("*/z0_y0_x0.json")
+    marker.write_text(marker.read_text()[:40])
+    log = run_dir / ".chunkflow" / "logs" / "infer_block" / "z0_y0_x0.log"
+    log.touch()
+    assert log.read_text().strip().splitlines()[-1].startswith("z0_y0_x0: ")
+    result = chunkflow(elsewhere, run_env, "status", "-d", str(run_dir))
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [
+        f"{N_BLOCKS - 1}/{N_BLOCKS} blocks done",
+        "  running 0, failed 0, missing 1",
+    ]
+    assert "  missing z0_y0_x0" in lines
+    assert "z0_y0_x0" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_status_after_the_runs_own_settings_changed_says_what_comes(
+    finished, tmp_path, run_env, elsewhere
+):
+    """A run directory may change its own settings: status says every block will be computed
+    anew, not that the output holds another run's results (which would need output.replace)."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished[0], run_dir)
+    write_config(run_dir, config_with(CONFIG, **{"inference.overlap": [1, 2, 6]}))
+    lines = chunkflow(elsewhere, run_env, "status", "-d", str(run_dir)).stdout.splitlines()
+    assert lines[0] == f"0/{N_BLOCKS} blocks done"
+    assert "holds the results of this run's earlier settings" in lines[1]
+    assert lines[1].endswith("the next run computes every block anew")
+    assert not any("output.replace" in line for line in lines)

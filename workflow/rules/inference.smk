@@ -7,7 +7,7 @@ localrules:
 
 rule create_output:
     input:
-        model=ancient(config["model"]["path"]),
+        model=ancient(local(config["model"]["path"])),
     output:
         RUN.output_record,
     params:
@@ -27,7 +27,10 @@ rule create_output:
 rule infer_block:
     input:
         ancient(RUN.output_record),
-        model=ancient(config["model"]["path"]),
+        # With a default storage provider (run state in a bucket) the model is no input: it
+        # would be staged from the bucket, or with local() keep every job on this host. Each
+        # job reads it at model.path, which must exist there (a job's re-parse hashes it).
+        **({} if STATE_IN_STORAGE else {"model": ancient(config["model"]["path"])}),
     output:
         RUN.marker_pattern,
     params:

@@ -2,9 +2,11 @@
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from chunkflow.block import run_blocks
+from chunkflow.block_logs import finished_line
 from chunkflow.config import load
 from chunkflow.entry import run_main
 
@@ -17,10 +19,12 @@ def main() -> None:
     args = p.parse_args()
 
     block_ids = [Path(marker).stem for marker in args.markers]
-    for marker in run_blocks(load(args.config), block_ids, args.expect_fingerprint):
-        what = "background, skipped" if marker.skipped else f"{marker.patches} patches"
-        seconds = marker.timings_s["total"]
-        print(f"{marker.block}: {what}, {seconds:.2f} s on {marker.ran_on['device']}")
+    # The state dir is where Snakemake wants the markers (<state_dir>/blocks/<fp>/<block>.json):
+    # the configured one, or its local copy under .snakemake/storage/ with a storage provider.
+    (state_dir,) = {str(Path(marker).parents[2]) for marker in args.markers}
+    settings = replace(load(args.config), state_dir=state_dir)
+    for marker in run_blocks(settings, block_ids, args.expect_fingerprint):
+        print(finished_line(marker))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ HTML report."""
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from chunkflow.config import load
@@ -22,7 +23,8 @@ def main() -> None:
     p.add_argument("--report", required=True, help="the HTML report (output.report)")
     args = p.parse_args()
 
-    plan = make_plan(load(args.config))
+    # the markers are read beside the summary: the state dir, or its local storage copy
+    plan = make_plan(replace(load(args.config), state_dir=str(Path(args.json).parent)))
     done = read_markers(plan.settings.state_dir, plan.block_ids, plan.fingerprint)[0]
     summary = summarize(plan, done)
     text = format_summary(summary)

@@ -1,0 +1,55 @@
+"""The run state (done-markers, output record, logs, summary) in an S3 bucket through Snakemake's
+S3 storage plugin (--default-storage-provider s3), against moto's server on localhost: the run
+completes, nothing of it is left in the local state dir, and a marker deleted in the bucket makes
+exactly that block run again."""
+
+from __future__ import annotations
+
+import pytest
+from test_object_stores import BUCKET, client, s3
+from test_workflow import fingerprint, make_run_dir, run_env, snakemake
+
+_ = (s3, run_env)  # fixtures
+pytest.importorskip("snakemake_storage_plugin_s3", reason="snakemake-storage-plugin-s3 missing")
+
+PREFIX = "state-run"
+
+
+def storage_args(endpoint: str) -> list[str]:
+    return [
+        "--default-storage-provider", "s3",
+        "--default-storage-prefix", f"s3://{BUCKET}/{PREFIX}",
+        "--storage-s3-endpoint-url", endpoint,
+        "--storage-s3-access-key", "test",
+        "--storage-s3-secret-key", "test",
+    ]  # fmt: skip
+
+
+def objects(prefix: str) -> dict[str, float]:
+    """Key -> LastModified of every object under ``prefix``."""
+    pages = client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return {o["Key"]: o["LastModified"] for p in pages for o in p.get("Contents", [])}
+
+
+def test_run_state_in_a_bucket_resumes_one_deleted_marker(s3, run_env, tmp_path):
+    run_dir = make_run_dir(tmp_path / "run")
+    env, args = {**run_env, **s3}, storage_args(s3["AWS_ENDPOINT_URL"])
+    snakemake(run_dir, env, tmp_path, *args)
+
+    fp = fingerprint(run_dir)
+    state = f"{PREFIX}/.chunkflow"
+    markers = objects(f"{state}/blocks/{fp}/")
+    assert len(markers) == 4  # 2 x 2 x 1 blocks
+    assert {f"{state}/summary.json", f"{state}/output/{fp}.json"} <= set(objects(state))
+    assert len(objects(f"{state}/logs/infer_block/")) == 4
+    assert not (run_dir / ".chunkflow" / "blocks").exists()  # the markers live in the bucket only
+
+    gone = sorted(markers)[0]
+    client().delete_object(Bucket=BUCKET, Key=gone)
+    again = snakemake(run_dir, env, tmp_path, *args)
+    assert again.text.count("rule infer_block:") == 1, again.text
+    now = objects(f"{state}/blocks/{fp}/")
+    assert set(now) == set(markers)
+    assert [k for k in markers if now[k] != markers[k]] == [gone]
+
+    assert "Nothing to be done" in snakemake(run_dir, env, tmp_path, *args).text
