@@ -467,8 +467,8 @@ def test_a_read_that_keeps_failing_fails_the_block_in_one_line(s3, model, refere
 
 
 def test_only_transient_store_errors_are_retried(monkeypatch):
-    """5xx, 429, dropped connections, bodies cut short and timeouts are retried; a 404 or 403
-    is not (obstore's debug dump, which names retry_timeout, does not count)."""
+    """500, 502, 503, 504, 429, dropped connections, bodies cut short and timeouts are retried;
+    a 404, 400 or 501 is not (obstore's debug dump, which names retry_timeout, does not count)."""
     from obstore.exceptions import GenericError
 
     from chunkflow.volumes.retries import is_transient, max_retries
@@ -484,7 +484,8 @@ def test_only_transient_store_errors_are_retried(monkeypatch):
     for message in transient:
         assert is_transient(GenericError(message + debug)), message
     assert is_transient(ConnectionResetError()) and is_transient(TimeoutError())
-    for message in ("non-2xx status code: 404 Not Found", "non-2xx status code: 400 Bad Request"):
+    permanent = ("404 Not Found", "400 Bad Request", "501 Not Implemented")
+    for message in (f"non-2xx status code: {status}" for status in permanent):
         assert not is_transient(GenericError(message + debug)), message
     assert not is_transient(FileNotFoundError()) and not is_transient(ValueError("timed out"))
     monkeypatch.setenv("CHUNKFLOW_IO_RETRIES", "many")

@@ -1,6 +1,6 @@
-"""Transient object-store errors (5xx, 429, timeouts, dropped connections, bodies cut short)
-retried with exponential backoff and jitter, and counted: a block job records how many retries
-its I/O needed (``io_retries`` in the done-marker). Any other error, and a transient one that
+"""Transient object-store errors (500, 502, 503, 504, 429, timeouts, dropped connections, bodies
+cut short) retried with exponential backoff and jitter, and counted: a block job records how
+many retries its I/O needed (``io_retries`` in the done-marker). Any other error, and a transient one that
 outlasts the retries, fails the request: a read never half-succeeds silently.
 
 ``CHUNKFLOW_IO_RETRIES`` (default 10) sets how many times one request is retried; the waits
@@ -30,7 +30,7 @@ LONGEST_WAIT_S = 15.0
 DEFAULT_RETRIES = 10
 # how a store's error message says that the request may succeed when sent again
 _TRANSIENT = re.compile(
-    r"status code: (5\d\d|429)|error sending request|body error|timed out|"
+    r"status code: (500|502|503|504|429)|error sending request|body error|timed out|"
     r"connection (reset|refused|closed)|broken pipe",
     re.IGNORECASE,
 )
