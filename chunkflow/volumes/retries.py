@@ -1,7 +1,7 @@
 """Transient object-store errors (500, 502, 503, 504, 429, timeouts, dropped connections, bodies
 cut short) retried with exponential backoff and jitter, and counted: a block job records how
-many retries its I/O needed (``io_retries`` in the done-marker). Any other error, and a transient one that
-outlasts the retries, fails the request: a read never half-succeeds silently.
+many retries its I/O needed (``io_retries`` in the done-marker). Any other error, and a
+transient one that outlasts the retries, fails the request: a read never half-succeeds silently.
 
 ``CHUNKFLOW_IO_RETRIES`` (default 10) sets how many times one request is retried; the waits
 grow from 0.1 s, doubling, to at most 15 s (about a minute in all before a request fails).
