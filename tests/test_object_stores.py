@@ -211,6 +211,8 @@ def test_storage_options_reach_the_store_without_the_environment(
         ("https://h/raw.zarr", {"anon": True}, "applies to s3:// and gs:// paths"),
         ("s3://b/raw.zarr", {"key": "secret"}, "storage_options"),
         ("s3://b/raw.zarr", {"endpoint_url": "minio:9000"}, "endpoint_url"),
+        ("s3://b/em/raw", {"region": "eu-west-1"}, "input.storage_options.region applies to zarr"),
+        ("gs://b/em/raw", {"anon": True}, "takes only endpoint_url (for s3://); remove it"),
     ],
 )
 def test_storage_options_that_do_not_apply_are_refused_in_one_line(
@@ -224,7 +226,7 @@ def test_storage_options_that_do_not_apply_are_refused_in_one_line(
 
 
 def test_precomputed_takes_only_an_endpoint(tmp_path):
-    with pytest.raises(ConfigError, match="cloud-volume .* takes only endpoint_url"):
+    with pytest.raises(ConfigError, match="read by cloud-volume, which takes only endpoint_url"):
         open_volume("s3://b/em/raw", options={"region": "eu-west-1"})
 
 

@@ -18,7 +18,12 @@ from chunkflow.errors import ChunkflowError, ConfigError, VolumeError, first_lin
 from chunkflow.geometry import AXES, Box, Vec, ceil_div, elementwise, vec
 from chunkflow.grid import BlockGrid
 from chunkflow.volumes.base import Volume, VolumeInfo, shard_size_mismatch
-from chunkflow.volumes.stores import StorageOptions, cloudvolume_path, names_zarr
+from chunkflow.volumes.stores import (
+    StorageOptions,
+    cloudvolume_path,
+    names_zarr,
+    precomputed_option_error,
+)
 
 if TYPE_CHECKING:
     from chunkflow.settings import OutputSettings
@@ -43,10 +48,7 @@ def reached(path: str, options: StorageOptions | None = None) -> str:
     ConfigError for storage options that cloud-volume lacks."""
     other = sorted(set(options or {}) - {"endpoint_url"})
     if other:
-        raise ConfigError(
-            f"storage_options.{other[0]} applies to zarr volumes; cloud-volume ('{path}') takes "
-            "only endpoint_url (credentials: its secrets or the AWS_* environment); remove it"
-        )
+        raise ConfigError(precomputed_option_error(f"storage_options.{other[0]}", path))
     url = cloudpath(path)
     if not url.startswith("s3://"):
         return url

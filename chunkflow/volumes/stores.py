@@ -64,6 +64,17 @@ def check_storage_options(key: str, path: str, options: StorageOptions | None) -
             raise ConfigError(
                 f"{key}.{name} applies to {applies} paths, and '{path}' is {where}; remove it"
             )
+    other = sorted(set(options) - {"endpoint_url"})
+    if other and not names_zarr(path):
+        raise ConfigError(precomputed_option_error(f"{key}.{other[0]}", path))
+
+
+def precomputed_option_error(option: str, path: str) -> str:
+    """Why ``option`` does not apply to the precomputed volume ``path``, in one line."""
+    return (
+        f"{option} applies to zarr volumes; '{path}' is precomputed, read by cloud-volume, "
+        "which takes only endpoint_url (for s3://); remove it"
+    )
 
 
 def s3_endpoint(options: StorageOptions | None = None) -> str | None:
