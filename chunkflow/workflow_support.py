@@ -93,6 +93,32 @@ class WorkflowPlan:
             f"(e.g. {invalid[0]}); their blocks will be computed again"
         ]
 
+    def check_state_in_bucket(self, prefix: str, endpoint: str | None) -> str | None:
+        """With the run's state in a bucket (Snakemake's storage plugin, default prefix
+        ``prefix``), refuse in one line an output that is gone while the bucket's state still
+        records it (its done-markers would count, ``reconcile`` cannot see them); a warning
+        when the bucket cannot be asked (None: all is well). Main snakemake process only."""
+        from chunkflow.errors import ChunkflowError
+        from chunkflow.volumes.stores import read_object
+
+        if self.plan.existing_output() is not None:
+            return None  # its fingerprint: checked by reconcile, as with local state
+        record = Path(self.output_record)
+        if record.is_absolute():
+            return None  # not under the storage prefix
+        state = f"{prefix.rstrip('/')}/{record.parent.as_posix()}"
+        try:
+            held = read_object(state, record.name, {"endpoint_url": endpoint} if endpoint else None)
+        except ChunkflowError as err:
+            return f"could not check the run's state in '{prefix}' against the output ({err})"
+        if held is None:
+            return None  # a new run
+        raise ChunkflowError(
+            f"output '{self.plan.settings.output.path}' does not exist, but the run's state in "
+            f"'{state}' records blocks written into it; delete the run's objects under "
+            f"'{prefix}' (or use another --default-storage-prefix) to compute every block anew"
+        )
+
     def settings_note(self) -> str | None:
         """Record this fingerprint's settings in the state dir; when the output holds the
         results of another fingerprint, one line naming the settings that changed, before and

@@ -15,10 +15,10 @@ pytest.importorskip("snakemake_storage_plugin_s3", reason="snakemake-storage-plu
 PREFIX = "state-run"
 
 
-def storage_args(endpoint: str) -> list[str]:
+def storage_args(endpoint: str, prefix: str = PREFIX) -> list[str]:
     return [
         "--default-storage-provider", "s3",
-        "--default-storage-prefix", f"s3://{BUCKET}/{PREFIX}",
+        "--default-storage-prefix", f"s3://{BUCKET}/{prefix}",
         "--storage-s3-endpoint-url", endpoint,
         "--storage-s3-access-key", "test",
         "--storage-s3-secret-key", "test",
@@ -53,3 +53,23 @@ def test_run_state_in_a_bucket_resumes_one_deleted_marker(s3, run_env, tmp_path)
     assert [k for k in markers if now[k] != markers[k]] == [gone]
 
     assert "Nothing to be done" in snakemake(run_dir, env, tmp_path, *args).text
+
+
+def test_an_output_gone_while_the_bucket_records_it_is_refused(s3, run_env, tmp_path):
+    """The local checks cannot see the bucket's markers: an output moved away after the run is
+    refused in one line (else its blocks would count as done), nothing runs, and the bucket's
+    state is untouched; a new prefix starts the run anew."""
+    run_dir = make_run_dir(tmp_path / "run")
+    env, args = {**run_env, **s3}, storage_args(s3["AWS_ENDPOINT_URL"], "gone")
+    snakemake(run_dir, env, tmp_path, *args)
+    before = objects("gone/")
+    (run_dir / "results" / "out.zarr").rename(run_dir / "results" / "moved.zarr")
+    refused = snakemake(run_dir, env, tmp_path, *args, ok=False)
+    assert refused.returncode != 0 and "Traceback" not in refused.text
+    (line,) = [x for x in refused.stderr.splitlines() if x.startswith("chunkflow: error:")]
+    assert "output 'results/out.zarr' does not exist, but the run's state in" in line
+    assert "another --default-storage-prefix" in line
+    assert not (run_dir / "results" / "out.zarr").exists()
+    assert objects("gone/") == before
+    anew = snakemake(run_dir, env, tmp_path, *storage_args(s3["AWS_ENDPOINT_URL"], "anew"))
+    assert anew.text.count("rule infer_block:") == 4

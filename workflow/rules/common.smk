@@ -11,11 +11,18 @@ from chunkflow.workflow_support import prepare
 # and an existing output against it; refuse an output holding another run's results, and set
 # aside the done-markers that do not count, so that Snakemake computes those blocks
 # (WorkflowPlan.reconcile); name the settings that changed since the output was made
-# (WorkflowPlan.settings_note).
+# (WorkflowPlan.settings_note). With the run's state in a bucket (--default-storage-prefix
+# s3://…), refuse an output that is gone while the bucket's state records it
+# (WorkflowPlan.check_state_in_bucket; reconcile sees the local state dir only).
 try:
     RUN = prepare(config)
     if workflow.is_main_process:
         RUN.check_model()
+        if (prefix := workflow.storage_settings.default_storage_prefix or "").startswith("s3://"):
+            s3 = workflow.storage_provider_settings.get("s3")
+            endpoint = getattr(s3 and s3.get_settings(), "endpoint_url", None)
+            if warning := RUN.check_state_in_bucket(prefix, endpoint):
+                sys.stderr.write(f"chunkflow: warning: {warning}\n")
         for warning in RUN.reconcile():
             sys.stderr.write(f"chunkflow: warning: {warning}\n")
         if note := RUN.settings_note():
