@@ -515,3 +515,17 @@ def test_neuroglancer_reads_bucket_volumes_from_their_endpoint(s3, model, tmp_pa
     assert sources["output"] == f"precomputed://{s3['AWS_ENDPOINT_URL']}/{BUCKET}/view/out"
     with urllib.request.urlopen(f"{served}/zarr.json") as answer:
         assert json.loads(answer.read())["node_type"] == "array"
+
+
+def test_browser_urls_need_an_endpoint_only_for_s3_compatible_stores(monkeypatch):
+    from chunkflow.volumes.stores import browser_url
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    for url in ("s3://open-data/em.zarr", "gs://b/em.zarr", "https://h/em.zarr"):
+        assert browser_url(url) == url  # neuroglancer reads these itself
+    minio = {"endpoint_url": "http://minio.lab:9000/"}
+    assert browser_url("s3://b/em.zarr", minio) == "http://minio.lab:9000/b/em.zarr"
+    assert browser_url("gs://b/em.zarr", minio) == "gs://b/em.zarr"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://ceph.lab")
+    assert browser_url("s3://b/em") == "https://ceph.lab/b/em"
