@@ -4,7 +4,7 @@ many retries its I/O needed (``io_retries`` in the done-marker). Any other error
 transient one that outlasts the retries, fails the request: a read never half-succeeds silently.
 
 ``CHUNKFLOW_IO_RETRIES`` (default 10) sets how many times one request is retried; the waits
-grow from 0.1 s, doubling, to at most 15 s (about a minute in all before a request fails).
+grow from 0.1 s, doubling, to at most 15 s (at most about a minute before a request fails).
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def is_transient(err: BaseException) -> bool:
 
 
 def _wait_s(attempt: int) -> float:
-    """The wait before retry ``attempt`` (1, 2, …): doubling, capped, with full jitter."""
+    """The wait before retry ``attempt`` (1, 2, …): doubling, capped, then jittered (half to
+    all of it, so that many jobs retrying at once spread out)."""
     return random.uniform(0.5, 1.0) * min(LONGEST_WAIT_S, FIRST_WAIT_S * 2 ** (attempt - 1))
 
 
