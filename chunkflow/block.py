@@ -26,7 +26,7 @@ from chunkflow.markers import DoneMarker
 from chunkflow.pieces import PieceLayout
 from chunkflow.plan import RunPlan, make_plan
 from chunkflow.settings import Settings
-from chunkflow.volumes import Volume, open_input, open_volume, read_padded
+from chunkflow.volumes import Volume, open_input, open_output, read_padded
 from chunkflow.volumes.retries import retries_so_far
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,10 @@ def where_it_ran(device: str) -> dict[str, Any]:
     }
 
 
-def open_output(plan: RunPlan) -> Volume:
+def open_checked_output(plan: RunPlan) -> Volume:
     """The output store, opened once for the job and refused if it disagrees with the plan."""
     try:
-        output = plan.settings.output
-        volume = open_volume(output.path, mode="r+", options=output.storage_options)
+        volume = open_output(plan.settings.output, mode="r+")
     except VolumeError as err:
         raise VolumeError(
             f"output: {err} (it is created by the workflow's create_output rule, "
@@ -178,7 +177,7 @@ class BlockRunner:
 
     def __post_init__(self) -> None:
         settings = self.plan.settings
-        self._output = open_output(self.plan)
+        self._output = open_checked_output(self.plan)
         self._input = open_input(settings.input)
 
         import torch

@@ -17,7 +17,7 @@ from chunkflow.grid import BlockGrid
 from chunkflow.markers import DoneMarker
 from chunkflow.pieces import PieceLayout
 from chunkflow.plan import RunPlan
-from chunkflow.volumes import Volume, open_input, open_volume
+from chunkflow.volumes import Volume, open_input, open_output
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,7 @@ def check_block(plan: RunPlan, marker: DoneMarker, inputs: bool) -> BlockCheck:
 
 
 def _check_output(plan: RunPlan, layout: PieceLayout, marker: DoneMarker) -> tuple[list[str], int]:
-    output = plan.settings.output
-    volume = open_volume(output.path, options=output.storage_options)
+    volume = open_output(plan.settings.output)
     floating = np.issubdtype(np.dtype(marker.output_dtype), np.floating)
     chain, non_finite, nbytes = None, 0, 0
     for piece in layout.pieces:

@@ -120,11 +120,10 @@ def unfinished_logs(plan: RunPlan, without_marker: Container[str]) -> list[Block
             continue  # of an earlier run's jobs
         text = log_tail(path) if times[0] is not None and times[0] >= since else ""
         lines = [line for line in text.splitlines() if line.strip()]
-        if lines and is_finished_line(block, lines[-1]) and first_error(text) is None:
+        error = first_error(text)
+        if lines and is_finished_line(block, lines[-1]) and error is None:
             continue  # the job finished, and its marker is gone or did not count: missing
         found.append(
-            BlockLog(
-                block, path, max(0.0, now - changed), first_error(text), lines[-1] if lines else ""
-            )
+            BlockLog(block, path, max(0.0, now - changed), error, lines[-1] if lines else "")
         )
     return sorted(found, key=lambda log: plan.grid.block_by_id(log.block).index)

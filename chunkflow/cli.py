@@ -17,8 +17,14 @@ from chunkflow.errors import ChunkflowError
 log = logging.getLogger("chunkflow")
 
 
-def _plan(args: argparse.Namespace):
+def _plan(args: argparse.Namespace, of_a_run: bool = False):
+    """The plan of ``args.config``; with ``of_a_run``, a one-line error first when no run has
+    started there (its state directory does not exist)."""
     settings = config_mod.load(args.config)  # config errors first, before the heavier imports
+    if of_a_run:
+        from chunkflow.status import require_run
+
+        require_run(settings.state_dir)  # before the plan reads input and model
     from chunkflow.plan import make_plan
 
     return make_plan(settings)
@@ -145,10 +151,9 @@ def _markers(plan):
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    from chunkflow.status import format_status, require_run, run_status
+    from chunkflow.status import format_status, run_status
 
-    require_run(config_mod.load(args.config).state_dir)  # before the plan reads input and model
-    print(format_status(run_status(_plan(args)), args.show))
+    print(format_status(run_status(_plan(args, of_a_run=True)), args.show))
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -174,11 +179,9 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from chunkflow.report import write_report
-    from chunkflow.status import require_run
     from chunkflow.workflow_support import report_path
 
-    require_run(config_mod.load(args.config).state_dir)  # as status: no run, no report
-    plan = _plan(args)
+    plan = _plan(args, of_a_run=True)  # as status: no run, no report
     out = args.out or report_path(plan.settings.state_dir)
     written = Path(write_report(plan, _markers(plan)[0], out)).resolve()
     print(f"wrote {written}; open it in a web browser")

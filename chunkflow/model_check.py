@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from chunkflow.errors import ModelError, first_line
 from chunkflow.markers import write_json_atomic
 from chunkflow.plan import RunPlan
-from chunkflow.volumes import open_output, refuse_mismatch
+from chunkflow.volumes import find_output, refuse_mismatch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,7 +78,7 @@ def check_before_jobs(plan: RunPlan, record: bool = True) -> ModelFacts:
     """``model_facts``, and an existing output checked against them (its shape, dtype, chunks,
     channel count, ...): every mistake that would otherwise fail the first job."""
     facts = model_facts(plan, record)
-    volume = open_output(plan.settings.output)
+    volume = find_output(plan.settings.output)
     if volume is not None:
         refuse_mismatch(volume, plan.output_info(facts.output_channels), plan.settings.output)
     return facts

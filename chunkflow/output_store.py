@@ -22,7 +22,7 @@ from chunkflow.model_check import model_facts
 from chunkflow.plan import RunPlan
 from chunkflow.volumes import (
     Volume,
-    open_output,
+    find_output,
     other_results,
     output_backend,
     refuse_mismatch,
@@ -85,7 +85,7 @@ def create_output(plan: RunPlan) -> tuple[Volume, bool]:
 
 def open_existing(plan: RunPlan) -> Volume | None:
     """The output opened for reading its metadata; None when nothing exists there yet."""
-    return open_output(plan.settings.output)
+    return find_output(plan.settings.output)
 
 
 def results_current(plan: RunPlan) -> bool:

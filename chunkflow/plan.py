@@ -32,8 +32,8 @@ from chunkflow.settings import OutputSettings, Settings
 from chunkflow.volumes import (
     Volume,
     VolumeInfo,
+    find_output,
     open_input,
-    open_output,
     output_backend,
     refuse_mismatch,
     refuse_other_results,
@@ -149,7 +149,7 @@ class RunPlan:
     def existing_output(self, results: bool = True) -> Volume | None:
         """The output store opened for writing and checked by ``check_output``; None when
         nothing exists at ``output.path`` yet."""
-        volume = open_output(self.settings.output, mode="r+")
+        volume = find_output(self.settings.output, mode="r+")
         if volume is None:
             return None
         self.check_output(volume, results)

@@ -371,13 +371,12 @@ def thumbnails(plan: RunPlan, box: Box) -> tuple[np.ndarray, np.ndarray]:
     """The input (grey) and the prediction (grey: channel 0; RGB: channels 0-2) of the z-slice
     ``box``, every ``step``-th pixel so that the longest side is at most ``THUMB_PX``, as uint8:
     uint8 values as they are, others scaled from their minimum..maximum to 0..255."""
-    from chunkflow.volumes import open_input, open_volume
+    from chunkflow.volumes import open_input, open_output
 
     settings = plan.settings
     step = ceil_div(max(box.shape[1:]), THUMB_PX)
     raw = open_input(settings.input).read(box)
-    output = settings.output
-    pred = open_volume(output.path, options=output.storage_options).read(box)
+    pred = open_output(settings.output).read(box)
     image = raw.reshape(-1, *box.shape[1:])[0, ::step, ::step]
     pred = pred.reshape(-1, *box.shape[1:])[:, ::step, ::step]
     shown = np.moveaxis(pred[:3], 0, -1) if pred.shape[0] >= 3 else pred[0]

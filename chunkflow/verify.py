@@ -34,7 +34,7 @@ from chunkflow.markers import (
     write_json_atomic,
 )
 from chunkflow.plan import RunPlan
-from chunkflow.volumes import open_volume
+from chunkflow.volumes import open_output
 
 #: the exit status when a checked block is damaged or its input changed
 PROBLEMS_EXIT = 3
@@ -219,10 +219,7 @@ def verify(plan: RunPlan, options: VerifyOptions) -> VerifyReport:
     """Check the finished blocks of ``plan``, record the fine ones and invalidate the damaged
     ones (and with ``invalidate_changed_inputs`` those whose input changed)."""
     settings = plan.settings
-    output = settings.output
-    plan.check_output(
-        open_volume(output.path, options=output.storage_options)
-    )  # a store of other settings: refused
+    plan.check_output(open_output(settings.output))  # a store of other settings: refused
     done = read_markers(settings.state_dir, plan.block_ids, plan.fingerprint)[0]
     chosen = set(sample([m.block for m in done], options.sample, options.seed))
     markers = [m for m in done if m.block in chosen]

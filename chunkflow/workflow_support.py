@@ -18,7 +18,7 @@ import yaml
 
 from chunkflow import config as config_mod
 from chunkflow.block_logs import first_error, job_logs, log_tail, unfinished_logs
-from chunkflow.errors import ConfigError
+from chunkflow.errors import ChunkflowError, ConfigError
 from chunkflow.markers import marker_path, set_aside_invalid, write_text_atomic
 from chunkflow.plan import RunPlan, make_plan
 
@@ -98,10 +98,11 @@ class WorkflowPlan:
         ``prefix``), refuse in one line an output that is gone while the bucket's state still
         records it (its done-markers would count, ``reconcile`` cannot see them); a warning
         when the bucket cannot be asked (None: all is well). Main snakemake process only."""
-        from chunkflow.errors import ChunkflowError
+        from chunkflow.volumes import volume_exists
         from chunkflow.volumes.stores import read_object
 
-        if self.plan.existing_output() is not None:
+        output = self.plan.settings.output
+        if volume_exists(output.path, output.storage_options):
             return None  # its fingerprint: checked by reconcile, as with local state
         record = Path(self.output_record)
         if record.is_absolute():
@@ -114,7 +115,7 @@ class WorkflowPlan:
         if held is None:
             return None  # a new run
         raise ChunkflowError(
-            f"output '{self.plan.settings.output.path}' does not exist, but the run's state in "
+            f"output '{output.path}' does not exist, but the run's state in "
             f"'{state}' records blocks written into it; delete the run's objects under "
             f"'{prefix}' (or use another --default-storage-prefix) to compute every block anew"
         )

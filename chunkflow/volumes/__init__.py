@@ -30,6 +30,7 @@ __all__ = [
     "backend_for",
     "check_output_options",
     "create_or_check",
+    "find_output",
     "open_input",
     "open_output",
     "open_volume",
@@ -101,12 +102,16 @@ def open_input(input: InputSettings) -> Volume:
     return open_volume(input.path, mip=input.mip, options=input.storage_options)
 
 
-def open_output(output: OutputSettings, mode: str = "r") -> Volume | None:
-    """The run's output volume reached with its storage options; None when nothing exists at
-    its path yet."""
+def open_output(output: OutputSettings, mode: str = "r") -> Volume:
+    """The run's output volume, reached with its storage options."""
+    return open_volume(output.path, mode=mode, options=output.storage_options)
+
+
+def find_output(output: OutputSettings, mode: str = "r") -> Volume | None:
+    """``open_output``, or None when nothing exists at the output's path yet."""
     if not volume_exists(output.path, output.storage_options):
         return None
-    return open_volume(output.path, mode=mode, options=output.storage_options)
+    return open_output(output, mode)
 
 
 def refuse_mismatch(volume: Volume, info: VolumeInfo, output: OutputSettings) -> None:

@@ -71,11 +71,17 @@ def _wait_s(attempt: int) -> float:
     return random.uniform(0.5, 1.0) * min(LONGEST_WAIT_S, FIRST_WAIT_S * 2 ** (attempt - 1))
 
 
-def _count(what: str, attempt: int, err: BaseException) -> None:
+def _retry_wait(err: Exception, attempt: int, limit: int, what: str) -> float | None:
+    """The seconds to wait before sending ``what`` again after ``err`` on ``attempt`` (1, 2,
+    …), the retry counted and logged; None when ``err`` is not transient or ``limit`` is
+    reached."""
     global _retries
+    if attempt > limit or not is_transient(err):
+        return None
     with _lock:
         _retries += 1
     log.warning("retrying to %s (retry %d) after: %s", what, attempt, first_line(err)[:200])
+    return _wait_s(attempt)
 
 
 def with_retries(call: Callable[[], T], what: str) -> T:
@@ -86,10 +92,10 @@ def with_retries(call: Callable[[], T], what: str) -> T:
         try:
             return call()
         except Exception as err:
-            if attempt > limit or not is_transient(err):
+            wait = _retry_wait(err, attempt, limit, what)
+            if wait is None:
                 raise
-            _count(what, attempt, err)
-            time.sleep(_wait_s(attempt))
+            time.sleep(wait)
     raise AssertionError("unreachable")
 
 
@@ -100,8 +106,8 @@ async def with_retries_async(call: Callable[[], Awaitable[T]], what: str) -> T:
         try:
             return await call()
         except Exception as err:
-            if attempt > limit or not is_transient(err):
+            wait = _retry_wait(err, attempt, limit, what)
+            if wait is None:
                 raise
-            _count(what, attempt, err)
-            await asyncio.sleep(_wait_s(attempt))
+            await asyncio.sleep(wait)
     raise AssertionError("unreachable")
