@@ -49,7 +49,7 @@ from chunkflow.errors import VolumeError
 from chunkflow.markers import marker_path
 from chunkflow.output_store import create_output, record_path
 from chunkflow.plan import make_plan
-from chunkflow.volumes import open_volume
+from chunkflow.volumes import open_output, open_volume
 from chunkflow.workflow_support import prepare
 
 CHUNKFLOW = str(Path(sys.executable).with_name("chunkflow"))
@@ -166,7 +166,9 @@ def test_another_runs_output_is_refused_untouched_unless_replaced(
     assert recorded(str(store)) == two
     opened = []
     monkeypatch.setattr(
-        block, "open_volume", lambda path, **kw: opened.append(path) or open_volume(path, **kw)
+        block,
+        "open_output",
+        lambda output, **kw: opened.append(output.path) or open_output(output, **kw),
     )
     run_blocks(config_mod.parse(replacing), plan_of(second).block_ids)
     assert opened.count(str(store)) == 1  # one job opens the store once, and checks it then
