@@ -11,9 +11,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from chunkflow.geometry import Box
-from chunkflow.inference import keep_freed_memory, patch_inputs
-from chunkflow.placement import PatchGeometry
+from chunkflow.engine.inference import keep_freed_memory, patch_inputs
+from chunkflow.geometry.boxes import Box
+from chunkflow.geometry.placement import PatchGeometry
 
 
 def parse_args(

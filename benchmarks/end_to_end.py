@@ -30,13 +30,13 @@ from common import patch_batches, sync
 from unet import build_model
 
 from chunkflow import config as config_mod
-from chunkflow.block import read_patch_input
-from chunkflow.demo import DEMO_SHAPE, write_demo
-from chunkflow.devices import resolve_device
-from chunkflow.dtypes import scale_input
-from chunkflow.inference import keep_freed_memory
-from chunkflow.models import load_model
-from chunkflow.plan import make_plan
+from chunkflow.app.demo import DEMO_SHAPE, write_demo
+from chunkflow.engine.devices import resolve_device
+from chunkflow.engine.dtypes import scale_input
+from chunkflow.engine.inference import keep_freed_memory
+from chunkflow.engine.models import load_model
+from chunkflow.job.block_job import read_patch_input
+from chunkflow.plan.run_plan import make_plan
 from chunkflow.volumes import open_volume
 
 REPO = Path(__file__).resolve().parents[1]

@@ -56,15 +56,15 @@ from common import (  # noqa: E402
 )
 from unet import UNet3D, parameter_count  # noqa: E402
 
-from chunkflow.demo import boundary_net  # noqa: E402
-from chunkflow.geometry import Box  # noqa: E402
-from chunkflow.inference import (  # noqa: E402
+from chunkflow.app.demo import boundary_net  # noqa: E402
+from chunkflow.engine.inference import (  # noqa: E402
     Predictor,
     chunk_on_device,
     keep_freed_memory,
     patch_inputs,
 )
-from chunkflow.placement import PatchGeometry, exact_patches  # noqa: E402
+from chunkflow.geometry.boxes import Box  # noqa: E402
+from chunkflow.geometry.placement import PatchGeometry, exact_patches  # noqa: E402
 
 # name: (model factory, input patch, output patch, overlap, batch size, output channels,
 #        block timed, block whose memory is measured)

@@ -35,7 +35,7 @@ import h5py
 import yaml
 import zarr
 
-from chunkflow.demo import write_demo
+from chunkflow.app.demo import write_demo
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

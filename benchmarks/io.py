@@ -47,10 +47,11 @@ import zarr
 from zarr.storage import ObjectStore
 
 from chunkflow import config as config_mod
-from chunkflow.demo import synthetic_em, write_demo
-from chunkflow.geometry import Box
-from chunkflow.markers import DoneMarker, marker_path
-from chunkflow.plan import make_plan
+from chunkflow.app.demo import synthetic_em, write_demo
+from chunkflow.geometry.boxes import Box
+from chunkflow.plan.run_plan import make_plan
+from chunkflow.state.markers import DoneMarker
+from chunkflow.state.run_state import RunState
 from chunkflow.volumes import open_volume
 from chunkflow.volumes.base import VolumeInfo
 from chunkflow.volumes.stores import object_store, zarr_store
@@ -191,7 +192,7 @@ def block_job(run_dir: Path, where: str, args: argparse.Namespace) -> dict:
     subprocess.run([chunkflow, "run-block", "--config", str(path), "z0_y0_x0"], check=True)
     wall = time.perf_counter() - started
     plan = make_plan(config_mod.parse(config))
-    marker = DoneMarker.read(marker_path(plan.settings.state_dir, plan.fingerprint, "z0_y0_x0"))
+    marker = DoneMarker.read(RunState.of(plan).marker("z0_y0_x0"))
     return {"where": where, "wall": wall, "marker": marker}
 
 

@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import interleaved_rounds, machine, paired_ratio, parse_args, patch_batches  # noqa: E402
 from unet import UNet3D  # noqa: E402
 
-from chunkflow.demo import boundary_net, synthetic_em  # noqa: E402
-from chunkflow.geometry import Box  # noqa: E402
-from chunkflow.inference import Predictor  # noqa: E402
-from chunkflow.placement import PatchGeometry, exact_patches  # noqa: E402
+from chunkflow.app.demo import boundary_net, synthetic_em  # noqa: E402
+from chunkflow.engine.inference import Predictor  # noqa: E402
+from chunkflow.geometry.boxes import Box  # noqa: E402
+from chunkflow.geometry.placement import PatchGeometry, exact_patches  # noqa: E402
 
 
 class SamePadded(nn.Module):

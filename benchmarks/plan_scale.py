@@ -27,8 +27,8 @@ from pathlib import Path
 import yaml
 import zarr
 
-from chunkflow.costs import block_count
-from chunkflow.geometry import Vec, vec
+from chunkflow.geometry.boxes import Vec, vec
+from chunkflow.plan.costs import block_count
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]

@@ -28,9 +28,9 @@ import yaml
 import zarr
 
 from chunkflow import config as config_mod
-from chunkflow.demo import DEMO_SHAPE, synthetic_em, write_demo
-from chunkflow.markers import marker_path
-from chunkflow.plan import make_plan
+from chunkflow.app.demo import DEMO_SHAPE, synthetic_em, write_demo
+from chunkflow.plan.run_plan import make_plan
+from chunkflow.state.run_state import RunState
 
 BIN = Path(sys.executable).parent
 PROBE = (
@@ -78,9 +78,7 @@ def run(run_dir: Path, shape, piece, threads: int, dtype: str) -> dict:
     )
     wall = time.perf_counter() - start
     plan = make_plan(config_mod.parse(config))
-    marker = json.loads(
-        marker_path(plan.settings.state_dir, plan.fingerprint, "z0_y0_x0").read_text()
-    )
+    marker = json.loads(RunState.of(plan).marker("z0_y0_x0").read_text())
     return {
         "name": name,
         "pieces": marker["pieces"],

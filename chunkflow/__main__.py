@@ -1,5 +1,5 @@
 import sys
 
-from chunkflow.cli import main
+from chunkflow.app.cli import main
 
 sys.exit(main())

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from chunkflow.errors import ConfigError
-from chunkflow.geometry import Vec, misaligned_axes, vec
+from chunkflow.geometry.boxes import Vec, misaligned_axes, vec
 from chunkflow.settings import (
     InferenceSettings,
     InputSettings,

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from chunkflow.geometry import Vec
+    from chunkflow.geometry.boxes import Vec
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from chunkflow.geometry import Vec
+from chunkflow.geometry.boxes import Vec
 from chunkflow.settings import OutputSettings
 from chunkflow.volumes.base import VolumeInfo
 from chunkflow.volumes.zarr_volume import ZarrVolume

@@ -10,8 +10,8 @@ import numpy as np
 import zarr
 
 from chunkflow import config as config_mod
-from chunkflow.local_run import run_locally
-from chunkflow.plan import make_plan
+from chunkflow.job.local_run import run_locally
+from chunkflow.plan.run_plan import make_plan
 
 
 def run_all_blocks(config: dict[str, Any]) -> np.ndarray:

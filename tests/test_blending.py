@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chunkflow.blending import per_axis_shares, profiles, weight_map
-from chunkflow.geometry import Box
-from chunkflow.placement import PatchGeometry, exact_patches
+from chunkflow.engine.blending import per_axis_shares, profiles, weight_map
+from chunkflow.geometry.boxes import Box
+from chunkflow.geometry.placement import PatchGeometry, exact_patches
 
 PATCH = (4, 10, 12)
 

@@ -9,11 +9,11 @@ from helpers import config_with, smooth_volume, write_volume
 from run_helpers import read_back, run_as_well
 
 from chunkflow import config as config_mod
-from chunkflow.block import run_blocks
 from chunkflow.errors import VolumeError
-from chunkflow.markers import marker_path
-from chunkflow.output_store import create_output
-from chunkflow.plan import make_plan
+from chunkflow.job.block_job import run_blocks
+from chunkflow.plan.run_plan import make_plan
+from chunkflow.state.output_store import create_output
+from chunkflow.state.run_state import RunState
 
 
 def test_a_failing_block_stops_its_job_after_writing_the_blocks_before_it(small_config, tmp_path):
@@ -25,10 +25,8 @@ def test_a_failing_block_stops_its_job_after_writing_the_blocks_before_it(small_
     plan = make_plan(settings)
     create_output(plan)
     with pytest.raises(VolumeError, match="block z1_y0_x0, piece z0_y0_x0: the input .* holds NaN"):
-        run_blocks(settings, plan.grid.ids())  # all 8 blocks in one process, z, y, x order
-    done = {
-        b.id for b in plan.grid if marker_path(settings.state_dir, plan.fingerprint, b.id).exists()
-    }
+        run_blocks(plan, plan.grid.ids())  # all 8 blocks in one process, z, y, x order
+    done = {b.id for b in plan.grid if RunState.of(plan).marker(b.id).exists()}
     assert done == {b.id for b in plan.grid if b.index[0] == 0}
 
     clean = write_volume(tmp_path / "raw_clean.zarr", np.nan_to_num(data), chunks=(4, 8, 8))

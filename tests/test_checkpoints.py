@@ -15,8 +15,8 @@ from run_helpers import read_back, run_all_blocks
 
 from chunkflow import config as config_mod
 from chunkflow.errors import ModelError
-from chunkflow.markers import marker_path
-from chunkflow.plan import make_plan
+from chunkflow.plan.run_plan import make_plan
+from chunkflow.state.run_state import RunState
 from chunkflow.volumes import open_volume, read_padded
 
 
@@ -69,8 +69,6 @@ def test_the_marker_records_a_digest_of_the_input_it_read(small_config):
     plan = make_plan(config_mod.parse(small_config))
     volume = open_volume(small_config["input"]["path"])
     for block in plan.blocks:
-        marker = json.loads(
-            marker_path(small_config["state_dir"], plan.fingerprint, block.id).read_text()
-        )
+        marker = json.loads(RunState.of(plan).marker(block.id).read_text())
         raw = read_padded(volume, plan.chunk_box(plan.patches(block)), "reflect")
         assert marker["input_digest"] == hashlib.blake2b(raw.tobytes(), digest_size=16).hexdigest()

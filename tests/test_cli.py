@@ -69,8 +69,8 @@ import sys
 
 import yaml
 
-from chunkflow import cli
-from chunkflow.workflow_support import prepare
+from chunkflow.app import cli
+from chunkflow.app.snakemake_adapter import prepare
 
 config_file = sys.argv[1]
 run = prepare(yaml.safe_load(open(config_file)))  # what the Snakefile does, in every snakemake
@@ -105,7 +105,7 @@ def test_only_the_block_job_imports_torch(tmp_path: Path, small_config: dict) ->
 def test_a_full_disk_says_to_free_space(capsys) -> None:
     """An OSError ends a command with one line whose hint fits its cause: writes to /dev/full
     fail with ENOSPC, as on a full disk."""
-    from chunkflow.entry import run_main
+    from chunkflow.app.entry import run_main
 
     def write_to_full_disk() -> None:
         with open("/dev/full", "w") as full:

@@ -28,8 +28,8 @@ from helpers import ConstantNet, config_with, save_torchscript
 
 from chunkflow import config as config_mod
 from chunkflow.errors import VolumeError
-from chunkflow.output_store import create_output
-from chunkflow.plan import make_plan
+from chunkflow.plan.run_plan import make_plan
+from chunkflow.state.output_store import create_output
 from chunkflow.volumes import open_volume
 
 _SCRIPT = Path(sys.executable).with_name("chunkflow")
@@ -640,16 +640,16 @@ def test_plan_checks_an_existing_output_without_the_model(tmp_path, small_config
 def test_block_job_refuses_a_store_laid_out_for_other_settings(small_config):
     from run_helpers import run_all_blocks
 
-    from chunkflow.block import run_blocks
-    from chunkflow.markers import marker_path
+    from chunkflow.job.block_job import run_blocks
+    from chunkflow.state.run_state import RunState
 
     before = run_all_blocks(small_config)
     fingerprint = make_plan(config_mod.parse(small_config)).fingerprint
-    marker = marker_path(small_config["state_dir"], fingerprint, "z0_y0_x0")
+    marker = RunState(Path(small_config["state_dir"]), fingerprint).marker("z0_y0_x0")
     stamp = marker.stat().st_mtime_ns
     changed = config_mod.parse(config_with(small_config, **{"output.dtype": "uint8"}))
     with pytest.raises(VolumeError, match=r"dtype float32 \(expected uint8\)"):
-        run_blocks(changed, ["z0_y0_x0"])
+        run_blocks(make_plan(changed), ["z0_y0_x0"])
     assert marker.stat().st_mtime_ns == stamp
     np.testing.assert_array_equal(zarr.open_array(small_config["output"]["path"])[...], before)
 

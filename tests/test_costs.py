@@ -12,12 +12,12 @@ import zarr
 from helpers import ConstantNet, config_with, save_torchscript, write_volume
 
 from chunkflow import config as config_mod
-from chunkflow.cli import main
-from chunkflow.costs import JobTarget, block_count, plan_costs, recommend_block_size
-from chunkflow.geometry import ceil_div
-from chunkflow.pieces import PieceLayout
-from chunkflow.placement import exact_patches, lattice_starts, lattice_window
-from chunkflow.plan import RunPlan, make_plan
+from chunkflow.app.cli import main
+from chunkflow.geometry.boxes import ceil_div
+from chunkflow.geometry.pieces import PieceLayout
+from chunkflow.geometry.placement import exact_patches, lattice_starts, lattice_window
+from chunkflow.plan.costs import JobTarget, block_count, plan_costs, recommend_block_size
+from chunkflow.plan.run_plan import RunPlan, make_plan
 from chunkflow.volumes import VolumeInfo
 
 

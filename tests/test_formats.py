@@ -19,8 +19,8 @@ from run_helpers import read_back, run_all_blocks
 
 from chunkflow import config as config_mod
 from chunkflow.errors import ConfigError, VolumeError
-from chunkflow.output_store import create_output
-from chunkflow.plan import make_plan
+from chunkflow.plan.run_plan import make_plan
+from chunkflow.state.output_store import create_output
 from chunkflow.volumes import open_volume
 
 SHAPE = (16, 48, 48)
@@ -214,7 +214,7 @@ def test_hdf5_needs_a_dataset_and_assembles_its_parts(tmp_path, model):
     config = make_config(model, input_path, tmp_path, path="out.h5:/p")
     plan = make_plan(config_mod.parse(config))
     create_output(plan)
-    from chunkflow.output_store import finish_output
+    from chunkflow.state.output_store import finish_output
 
     with pytest.raises(VolumeError, match=r"4 piece\(s\) of .* are not written yet"):
         finish_output(plan)  # nothing written: the virtual dataset is not built over nothing

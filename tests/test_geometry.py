@@ -9,8 +9,8 @@ import random
 import numpy as np
 import pytest
 
-from chunkflow.geometry import Box, bounding_box, ceil_div, vec
-from chunkflow.grid import BlockGrid, nearest_multiples
+from chunkflow.geometry.boxes import Box, bounding_box, ceil_div, vec
+from chunkflow.geometry.grid import BlockGrid, nearest_multiples
 
 # every box of these tests lies in this world: masks over it are the independent model of a box
 LO, HI = -6, 14

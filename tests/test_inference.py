@@ -20,12 +20,12 @@ from helpers import (
 )
 from run_helpers import run_all_blocks
 
-from chunkflow.blending import weight_map
-from chunkflow.dtypes import to_output_dtype
+from chunkflow.engine.blending import weight_map
+from chunkflow.engine.dtypes import to_output_dtype
 
 
 def _starts(lo: int, length: int, patch: int, stride: int) -> list[int]:
-    """Patch starts written out independently of chunkflow.placement: stride steps, last flush."""
+    """Patch starts written out independently of chunkflow.geometry.placement: stride steps, last flush."""
     if length <= patch:
         return [lo]
     count = -(-(length - patch) // stride) + 1

@@ -18,7 +18,7 @@ DECLINED = "Specify a conda environment or container for each rule."
 
 
 def test_snakemake_lint_reports_only_the_declined_lint(tmp_path: Path) -> None:
-    from chunkflow.demo import write_demo
+    from chunkflow.app.demo import write_demo
 
     write_demo(tmp_path / "resources/demo")
     (tmp_path / "config.yaml").write_text((REPO / "config/config.yaml").read_text())

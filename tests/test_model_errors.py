@@ -23,9 +23,11 @@ from test_workflow import (  # noqa: F401 (run_env, elsewhere: fixtures)
 )
 
 from chunkflow import config as config_mod
-from chunkflow import model_check
-from chunkflow.model_check import check_before_jobs, export_batch_range, model_facts
-from chunkflow.plan import make_plan
+from chunkflow.plan import model_check
+from chunkflow.plan.model_check import check_key, export_batch_range
+from chunkflow.plan.run_plan import make_plan
+from chunkflow.state.model_facts import check_before_jobs, model_facts
+from chunkflow.state.run_state import RunState
 
 CHUNKFLOW = str(Path(sys.executable).with_name("chunkflow"))
 
@@ -164,7 +166,7 @@ def test_the_check_is_cached_by_model_digest_and_geometry(small_config, monkeypa
     assert check_before_jobs(plan).output_channels == 2 and len(probes) == 1
     again = make_plan(config_mod.parse(small_config))  # another process: a new plan
     assert check_before_jobs(again).output_channels == 2 and len(probes) == 1
-    assert model_check.cache_path(again).is_file()
+    assert RunState.of(again).model_check(check_key(again)).is_file()
     other_patch = model_of(
         small_config, input_patch_size=[8, 20, 20], output_patch_size=[6, 18, 18]
     )

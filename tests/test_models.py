@@ -10,7 +10,7 @@ import torch
 from helpers import ConstantNet, ValidConvNet, config_with, save_torchscript
 from run_helpers import run_all_blocks, run_as_well
 
-from chunkflow.blending import weight_map
+from chunkflow.engine.blending import weight_map
 from chunkflow.errors import ModelError
 
 PY_MODEL = """

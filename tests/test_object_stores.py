@@ -49,8 +49,8 @@ from test_workflow import (
 
 from chunkflow import config as config_mod
 from chunkflow.errors import ConfigError, VolumeError
-from chunkflow.local_run import run_locally
-from chunkflow.plan import make_plan
+from chunkflow.job.local_run import run_locally
+from chunkflow.plan.run_plan import make_plan
 from chunkflow.volumes import open_volume, output_backend, volume_exists
 from chunkflow.volumes.ome_zarr import OmeZarrVolume
 from chunkflow.volumes.precomputed import PrecomputedVolume
@@ -501,7 +501,7 @@ def test_neuroglancer_reads_bucket_volumes_from_their_endpoint(s3, model, tmp_pa
     volume's metadata; a precomputed output likewise."""
     import urllib.request
 
-    from chunkflow import view
+    from chunkflow.inspect import view
 
     url = upload(Path(INPUTS["zarr3"](tmp_path)), "view/raw.zarr", public=True)
     config = make_config(model, url, tmp_path / "out", **OUTPUTS["zarr3"])

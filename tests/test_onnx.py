@@ -13,10 +13,10 @@ from helpers import ValidConvNet, config_with, save_torchscript
 from run_helpers import run_all_blocks, run_as_well
 
 from chunkflow import config as config_mod
-from chunkflow.cli import main
+from chunkflow.app.cli import main
+from chunkflow.engine.models import load_model
+from chunkflow.engine.onnx_export import export_onnx
 from chunkflow.errors import ConfigError, ModelError
-from chunkflow.models import load_model
-from chunkflow.onnx_export import export_onnx
 from chunkflow.settings import ModelSettings
 
 CHUNKFLOW = str(Path(sys.executable).with_name("chunkflow"))
@@ -141,7 +141,7 @@ def test_wrong_input_patch_size_is_a_model_error(tmp_path: Path, small_config: d
 
 
 def test_threads_set_the_intra_op_threads(tmp_path: Path) -> None:
-    from chunkflow.onnx_engine import OnnxModel
+    from chunkflow.engine.onnx_engine import OnnxModel
 
     onnx = tmp_path / "net.onnx"
     export_onnx(save_torchscript(ValidConvNet(), tmp_path / "net.pt"), onnx, PATCH)

@@ -7,9 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from chunkflow.geometry import Box
-from chunkflow.grid import BlockGrid
-from chunkflow.placement import (
+from chunkflow.geometry.boxes import Box
+from chunkflow.geometry.grid import BlockGrid
+from chunkflow.geometry.placement import (
     PatchGeometry,
     crop_patches,
     crop_region,

@@ -17,8 +17,8 @@ from run_helpers import run_all_blocks
 
 from chunkflow import config as config_mod
 from chunkflow.errors import ConfigError, VolumeError
-from chunkflow.geometry import Box
-from chunkflow.plan import make_plan
+from chunkflow.geometry.boxes import Box
+from chunkflow.plan.run_plan import make_plan
 from chunkflow.settings import OutputSettings
 from chunkflow.volumes import VolumeInfo, create_or_check, open_volume, read_padded
 from chunkflow.volumes.precomputed import PrecomputedVolume

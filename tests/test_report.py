@@ -32,10 +32,11 @@ from test_workflow import (  # the Snakemake run's helpers, and its fixtures
 )
 
 from chunkflow import config as config_mod
-from chunkflow import report
-from chunkflow.local_run import run_locally
-from chunkflow.markers import STAGES, read_markers
-from chunkflow.plan import make_plan
+from chunkflow.inspect import report
+from chunkflow.job.local_run import run_locally
+from chunkflow.plan.run_plan import make_plan
+from chunkflow.state.markers import STAGES, read_markers
+from chunkflow.state.run_state import RunState
 
 BROWSER = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
 pytestmark = pytest.mark.skipif(
@@ -267,7 +268,7 @@ def test_large_grids_aggregate_and_thumbnails_downsample(small_config, tmp_path,
     config = config_with(small_config, **{"model.path": model, "output.dtype": "uint8"})
     plan = make_plan(config_mod.parse(config))
     run_locally(plan)
-    done = read_markers(plan.settings.state_dir, plan.block_ids, plan.fingerprint)[0]
+    done = read_markers(RunState.of(plan), plan.block_ids).done
     assert len(done) == 8  # a 2 x 2 x 2 grid
     done = [m for m in done if m.block != "z1_y1_x1"]
     monkeypatch.setattr(report, "MAX_CELLS", 4)  # 2 layers of one cell, of 1 x 2 x 2 blocks

@@ -36,7 +36,7 @@ from test_workflow import (
     write_config,
 )
 
-from chunkflow.block_logs import RUNNING_WITHIN_S
+from chunkflow.inspect.block_logs import RUNNING_WITHIN_S
 
 pytestmark = pytest.mark.workflow
 

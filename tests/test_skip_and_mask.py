@@ -11,8 +11,9 @@ from run_helpers import run_all_blocks
 
 from chunkflow import config as config_mod
 from chunkflow.errors import ConfigError
-from chunkflow.markers import read_markers
-from chunkflow.plan import make_plan
+from chunkflow.plan.run_plan import make_plan
+from chunkflow.state.markers import read_markers
+from chunkflow.state.run_state import RunState
 from chunkflow.volumes import open_volume
 
 
@@ -45,7 +46,8 @@ def test_background_blocks_are_zeros_and_the_rest_unchanged(small_config, tmp_pa
 
     settings = config_mod.parse(config_with(config, **{"input.background": fill}))
     plan = make_plan(settings)
-    done, stale, missing = read_markers(settings.state_dir, plan.block_ids, plan.fingerprint)
+    census = read_markers(RunState.of(plan), plan.block_ids)
+    done, stale, missing = census.done, census.stale, census.missing
     assert not stale and not missing
     skipped = {m.block for m in done if m.skipped == "background"}
     assert skipped == {b.id for b in plan.blocks if b.index[0] == 0}

@@ -1,7 +1,7 @@
 """The workflow through a real SLURM controller on localhost (cluster/slurm-local), one fake GPU.
 
 Each block job asks for the memory and time limit that the workflow derived
-(chunkflow.workflow_support); SLURM's own records (`scontrol show job`, kept MinJobAge = 300 s
+(chunkflow.app.snakemake_adapter); SLURM's own records (`scontrol show job`, kept MinJobAge = 300 s
 after a job ends) are checked against them. Job arrays (`--slurm-array-jobs infer_block`, off in
 the profiles because of a plugin bug, see test_array_task_does_not_depend_on_the_first_task) and
 group jobs (`--groups`) are run too. Every cluster run is guarded by `timeout -k`, so a hang
@@ -26,7 +26,7 @@ import yaml
 import zarr
 from helpers import ValidConvNet, dry_run_job_counts, save_torchscript, smooth_volume, write_volume
 
-from chunkflow.workflow_support import prepare
+from chunkflow.app.snakemake_adapter import prepare
 
 pytestmark = pytest.mark.slurm
 

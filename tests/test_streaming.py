@@ -23,12 +23,12 @@ from run_helpers import read_back, run_all_blocks, run_as_well
 
 from chunkflow import config as config_mod
 from chunkflow.errors import ConfigError
-from chunkflow.geometry import Box
-from chunkflow.grid import BlockGrid
-from chunkflow.job_memory import RUNTIME_BYTES
-from chunkflow.pieces import PieceLayout
-from chunkflow.placement import PatchGeometry, crop_intervals, exact_intervals
-from chunkflow.plan import make_plan
+from chunkflow.geometry.boxes import Box
+from chunkflow.geometry.grid import BlockGrid
+from chunkflow.geometry.pieces import PieceLayout
+from chunkflow.geometry.placement import PatchGeometry, crop_intervals, exact_intervals
+from chunkflow.plan.job_memory import RUNTIME_BYTES
+from chunkflow.plan.run_plan import make_plan
 
 BIN = Path(sys.executable).parent
 

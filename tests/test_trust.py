@@ -42,15 +42,15 @@ from test_workflow import (  # noqa: F401 (run_env, elsewhere, finished: fixture
     write_config,
 )
 
-from chunkflow import block
 from chunkflow import config as config_mod
-from chunkflow.block import run_blocks
+from chunkflow.app.snakemake_adapter import prepare
 from chunkflow.errors import VolumeError
-from chunkflow.markers import marker_path
-from chunkflow.output_store import create_output, record_path
-from chunkflow.plan import make_plan
+from chunkflow.job import block_job as block
+from chunkflow.job.block_job import run_blocks
+from chunkflow.plan.run_plan import make_plan
+from chunkflow.state.output_store import create_output
+from chunkflow.state.run_state import RunState
 from chunkflow.volumes import open_output, open_volume
-from chunkflow.workflow_support import prepare
 
 CHUNKFLOW = str(Path(sys.executable).with_name("chunkflow"))
 OTHER_OVERLAP = {"inference.overlap": [1, 4, 6]}  # small_config's is [2, 4, 6]
@@ -146,7 +146,7 @@ def test_another_runs_output_is_refused_untouched_unless_replaced(
     # create-output and a block job (`chunkflow run-block`, Snakemake's infer_block) refuse it
     for attempt in (
         lambda: create_output(plan_of(second)),
-        lambda: run_blocks(config_mod.parse(second), ["z0_y0_x0"]),
+        lambda: run_blocks(make_plan(config_mod.parse(second)), ["z0_y0_x0"]),
     ):
         with pytest.raises(VolumeError) as err:
             attempt()
@@ -170,7 +170,7 @@ def test_another_runs_output_is_refused_untouched_unless_replaced(
         "open_output",
         lambda output, **kw: opened.append(output.path) or open_output(output, **kw),
     )
-    run_blocks(config_mod.parse(replacing), plan_of(second).block_ids)
+    run_blocks(make_plan(config_mod.parse(replacing)), plan_of(second).block_ids)
     assert opened.count(str(store)) == 1  # one job opens the store once, and checks it then
     replaced = read_back(str(store))[0]
     np.testing.assert_array_equal(replaced, run_as_well(second, "alone"))
@@ -201,7 +201,10 @@ def test_changed_settings_of_one_run_set_aside_what_the_output_no_longer_holds(s
 
     warnings = prepare(small_config).reconcile()
     assert len(warnings) == 1 and "set aside its 8 earlier done-marker(s)" in warnings[0]
-    assert not Path(state, "blocks", one).exists() and not record_path(state, one).exists()
+    assert (
+        not Path(state, "blocks", one).exists()
+        and not RunState(Path(state), one).output_record().exists()
+    )
     aside = [p for p in Path(state, "blocks").iterdir() if p.name.startswith(f"{one}.superseded-")]
     assert len(aside) == 1 and len(list(aside[0].glob("*.json"))) == 8
     status = chunkflow(small_config, "status")[0].splitlines()
@@ -221,7 +224,7 @@ def break_markers(state_dir: str, fingerprint: str) -> dict[str, bytes]:
     """Damage five markers in five ways; return their new bytes by block id."""
 
     def path(block_id: str) -> Path:
-        return marker_path(state_dir, fingerprint, block_id)
+        return RunState(Path(state_dir), fingerprint).marker(block_id)
 
     text = path("z0_y0_x0").read_text()
     wrong_type = json.loads(path("z1_y0_x0").read_text()) | {"patches": "many"}
@@ -255,14 +258,14 @@ def test_broken_markers_count_as_missing_with_one_warning(small_config):
 
     warnings = prepare(small_config).reconcile()  # what the Snakefile does before the DAG
     assert len(warnings) == 1 and warnings[0].startswith("set aside 5 done-marker(s)")
-    folder = marker_path(state, fp, "z0_y0_x0").parent
+    folder = RunState(Path(state), fp).marker_dir()
     for block_id, content in broken.items():
         assert not (folder / f"{block_id}.json").exists()
         assert (folder / f"{block_id}.json.invalid").read_bytes() == content
     out, err = chunkflow(small_config, "status")
     assert out.splitlines()[0] == "3/8 blocks done" and err == ""
 
-    run_blocks(config_mod.parse(small_config), list(broken))
+    run_blocks(make_plan(config_mod.parse(small_config)), list(broken))
     assert read_back(small_config["output"]["path"])[0].tobytes() == written.tobytes()
     assert chunkflow(small_config, "status")[0].splitlines()[0] == "8/8 blocks done"
 
@@ -275,10 +278,11 @@ def test_status_lists_each_marker_folder_once(small_config, monkeypatch):
     listed = []
     real = os.listdir
     monkeypatch.setattr(os, "listdir", lambda path: listed.append(Path(path).name) or real(path))
-    from chunkflow.markers import read_markers
+    from chunkflow.state.markers import read_markers
 
     plan = plan_of(small_config)
-    done, stale, missing = read_markers(small_config["state_dir"], plan.block_ids, plan.fingerprint)
+    census = read_markers(RunState.of(plan), plan.block_ids)
+    done, stale, missing = census.done, census.stale, census.missing
     assert (len(done), stale, missing) == (8, [], [])
     other = plan_of(config_with(small_config, **OTHER_OVERLAP)).fingerprint
     assert sorted(listed) == sorted(["blocks", plan.fingerprint, other])

@@ -15,11 +15,11 @@ from run_helpers import run_as_well
 from torch import nn
 
 from chunkflow import config as config_mod
+from chunkflow.engine.inference import Predictor
+from chunkflow.engine.tta import Variant, invert, transform, variants
 from chunkflow.errors import ConfigError, ModelError
-from chunkflow.geometry import Box
-from chunkflow.inference import Predictor
-from chunkflow.placement import PatchGeometry
-from chunkflow.tta import Variant, invert, transform, variants
+from chunkflow.geometry.boxes import Box
+from chunkflow.geometry.placement import PatchGeometry
 
 SQUARE = {
     "model.input_patch_size": [8, 18, 18],

@@ -26,14 +26,15 @@ from test_workflow import (  # the Snakemake run's helpers, and its fixtures
     snakemake,
 )
 
-from chunkflow import cli
 from chunkflow import config as config_mod
-from chunkflow.block import run_blocks
-from chunkflow.local_run import run_locally
-from chunkflow.markers import marker_path, read_markers
-from chunkflow.plan import make_plan
-from chunkflow.verify import PROBLEMS_EXIT, sample
-from chunkflow.workflow_support import prepare
+from chunkflow.app import cli
+from chunkflow.app.snakemake_adapter import prepare
+from chunkflow.inspect.verify import PROBLEMS_EXIT, sample
+from chunkflow.job.block_job import run_blocks
+from chunkflow.job.local_run import run_locally
+from chunkflow.plan.run_plan import make_plan
+from chunkflow.state.markers import read_markers
+from chunkflow.state.run_state import RunState
 
 ALL = [f"z{z}_y{y}_x{x}" for z in (0, 1) for y in (0, 1) for x in (0, 1)]
 
@@ -70,12 +71,12 @@ def run(config: dict[str, Any]) -> None:
 
 def marker_file(config: dict[str, Any], block_id: str) -> Path:
     plan = make_plan(config_mod.parse(config))
-    return marker_path(plan.settings.state_dir, plan.fingerprint, block_id)
+    return RunState.of(plan).marker(block_id)
 
 
 def missing(config: dict[str, Any]) -> list[str]:
     plan = make_plan(config_mod.parse(config))
-    return read_markers(plan.settings.state_dir, plan.block_ids, plan.fingerprint)[2]
+    return read_markers(RunState.of(plan), plan.block_ids).missing
 
 
 def test_a_whole_store_verifies_once_and_is_recorded(small_config, capsys):
@@ -136,7 +137,7 @@ def test_damaged_blocks_are_invalidated_and_recomputed(small_config, capsys):
         assert not path.exists() and path.with_name(f"{path.name}.invalid").is_file()
     assert missing(small_config) == sorted(found)  # the others are untouched
 
-    run_blocks(config_mod.parse(small_config), missing(small_config))
+    run_blocks(make_plan(config_mod.parse(small_config)), missing(small_config))
     status, out, _ = verify(small_config, capsys)
     assert status == 0 and "3 of 8 finished blocks checked" in out, out
     np.testing.assert_array_equal(read_back(small_config["output"]["path"])[0], before)

@@ -14,8 +14,8 @@ import pytest
 from helpers import config_with, smooth_volume, write_volume
 
 from chunkflow import config as config_mod
-from chunkflow import view
-from chunkflow.plan import make_plan
+from chunkflow.inspect import view
+from chunkflow.plan.run_plan import make_plan
 from chunkflow.settings import OutputSettings
 from chunkflow.volumes.base import VolumeInfo
 from chunkflow.volumes.precomputed import PrecomputedVolume
@@ -107,8 +107,8 @@ def test_view_serves_the_local_volumes(tmp_path, run_config):
 
 
 def test_view_command_and_summary_print_the_state(tmp_path, run_config, capsys):
-    from chunkflow import cli
-    from chunkflow.summary import format_summary, summarize
+    from chunkflow.app import cli
+    from chunkflow.inspect.summary import format_summary, summarize
 
     config = config_with(run_config, **{"output.path": file_url(tmp_path / "out")})
     path = tmp_path / "config.yaml"
@@ -126,7 +126,7 @@ def test_view_command_and_summary_print_the_state(tmp_path, run_config, capsys):
 def test_view_says_why_it_leaves_out_an_hdf5_layer(tmp_path, small_config, capsys):
     from test_formats import hdf5_input
 
-    from chunkflow import cli
+    from chunkflow.app import cli
 
     config = config_with(small_config, **{"input.path": hdf5_input(tmp_path)})
     path = tmp_path / "config.yaml"

@@ -15,7 +15,7 @@ import zarr
 from helpers import output_format
 
 from chunkflow.errors import VolumeError
-from chunkflow.geometry import Box
+from chunkflow.geometry.boxes import Box
 from chunkflow.volumes import (
     VolumeInfo,
     create_or_check,

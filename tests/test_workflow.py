@@ -39,7 +39,7 @@ from helpers import (
 from run_helpers import run_all_blocks
 
 from chunkflow import config as config_mod
-from chunkflow.models import file_sha256, model_sha256
+from chunkflow.engine.models import file_sha256, model_sha256
 
 pytestmark = pytest.mark.workflow
 
@@ -292,7 +292,7 @@ def fingerprint(run_dir: Path) -> str:
 
 def plan_boxes(run_dir: Path) -> dict[str, dict[str, list[int]]]:
     """Every block's box (global voxel coordinates), from the plan of the run's config."""
-    from chunkflow.plan import make_plan
+    from chunkflow.plan.run_plan import make_plan
 
     settings = config_mod.parse(absolute(read_config(run_dir), run_dir, run_dir))
     return {b.id: b.box.to_json() for b in make_plan(settings).grid}

@@ -1,4 +1,4 @@
-"""What the Snakefile gets from chunkflow.workflow_support, checked without Snakemake."""
+"""What the Snakefile gets from chunkflow.app.snakemake_adapter, checked without Snakemake."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import yaml
 from helpers import config_with, write_volume
 
-from chunkflow.workflow_support import prepare
+from chunkflow.app.snakemake_adapter import prepare
 
 
 def test_fingerprint_ignores_result_neutral_settings_only(small_config: dict) -> None:
@@ -95,12 +95,11 @@ def test_no_config_is_a_clear_error() -> None:
 def test_settings_note_names_the_settings_changed_since_the_output_was_made(
     small_config: dict,
 ) -> None:
-    from chunkflow.output_store import create_output
-    from chunkflow.setting_changes import settings_path
+    from chunkflow.state.output_store import create_output
 
     first = prepare(small_config)
     assert first.settings_note() is None  # no output yet
-    recorded = settings_path(small_config["state_dir"], first.fingerprint)
+    recorded = first.state.settings_record()
     assert json.loads(recorded.read_text())["inference.overlap"] == [2, 4, 6]
     create_output(first.plan)
     assert first.settings_note() is None  # the output holds this fingerprint's results

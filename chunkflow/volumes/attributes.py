@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from chunkflow.errors import VolumeError
-from chunkflow.geometry import vec
+from chunkflow.geometry.boxes import vec
 from chunkflow.volumes.base import VolumeInfo
 
 #: the attribute in which an output store records the result fingerprint of what it holds

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from chunkflow.errors import ConfigError, VolumeError
-from chunkflow.geometry import Box, Vec
+from chunkflow.geometry.boxes import Box, Vec
 from chunkflow.volumes.stores import StorageOptions, location_exists
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from chunkflow.errors import VolumeError
-from chunkflow.geometry import Box
+from chunkflow.geometry.boxes import Box
 from chunkflow.volumes.attributes import FINGERPRINT_ATTR, info_from_attrs
 from chunkflow.volumes.base import Volume, VolumeInfo, refuse_mip
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chunkflow.errors import VolumeError
-from chunkflow.geometry import vec
+from chunkflow.geometry.boxes import vec
 from chunkflow.volumes.base import VolumeInfo
 from chunkflow.volumes.stores import StorageOptions, location_exists, read_metadata, zarr_store
 from chunkflow.volumes.zarr_volume import ZarrVolume, create_array

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from chunkflow.geometry import Box
+from chunkflow.geometry.boxes import Box
 from chunkflow.volumes.base import Volume
 
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from chunkflow.errors import ChunkflowError, ConfigError, VolumeError, first_line
-from chunkflow.geometry import AXES, Box, Vec, ceil_div, elementwise, vec
-from chunkflow.grid import BlockGrid
+from chunkflow.geometry.boxes import AXES, Box, Vec, ceil_div, elementwise, vec
+from chunkflow.geometry.grid import BlockGrid
 from chunkflow.volumes.base import Volume, VolumeInfo, shard_size_mismatch
 from chunkflow.volumes.stores import (
     StorageOptions,

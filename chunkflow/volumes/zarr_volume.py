@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from chunkflow.errors import ConfigError, VolumeError, first_line
-from chunkflow.geometry import Vec, vec
+from chunkflow.geometry.boxes import Vec, vec
 from chunkflow.volumes.attributes import FINGERPRINT_ATTR, info_from_attrs
 from chunkflow.volumes.base import Volume, VolumeInfo, refuse_mip, shard_size_mismatch
 from chunkflow.volumes.stores import StorageOptions, read_metadata, zarr_store

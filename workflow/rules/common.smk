@@ -4,16 +4,16 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from chunkflow.errors import ChunkflowError
-from chunkflow.workflow_support import prepare
+from chunkflow.app.snakemake_adapter import prepare
 
 # In the main snakemake process only (not in a job's re-parse, e.g. on a SLURM node), before the
-# DAG is built: check the model on zero patches, cached by its digest (WorkflowPlan.check_model),
+# DAG is built: check the model on zero patches, cached by its digest (WorkflowRun.check_model),
 # and an existing output against it; refuse an output holding another run's results, and set
 # aside the done-markers that do not count, so that Snakemake computes those blocks
-# (WorkflowPlan.reconcile); name the settings that changed since the output was made
-# (WorkflowPlan.settings_note). With the run's state in a bucket (--default-storage-prefix
+# (WorkflowRun.reconcile); name the settings that changed since the output was made
+# (WorkflowRun.settings_note). With the run's state in a bucket (--default-storage-prefix
 # s3://…), refuse an output that is gone while the bucket's state records it
-# (WorkflowPlan.check_state_in_bucket; reconcile sees the local state dir only).
+# (WorkflowRun.check_state_in_bucket; reconcile sees the local state dir only).
 try:
     RUN = prepare(config)
     if workflow.is_main_process:

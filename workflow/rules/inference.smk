@@ -22,7 +22,7 @@ rule create_output:
 # One rule for every block: its output is the block's done-marker, so each block is a target of
 # its own, and SLURM job arrays (which batch by rule) take all of them. A block job streams its
 # block through memory piece by piece: its memory follows from the piece size, its runtime from
-# the block's voxels (see chunkflow/workflow_support.py). Small blocks can share a SLURM job:
+# the block's voxels (see chunkflow/app/snakemake_adapter.py). Small blocks can share a SLURM job:
 # --groups infer_block=blocks --group-components blocks=<n>.
 rule infer_block:
     input:
@@ -67,7 +67,7 @@ rule finish_output:
 rule summary:
     input:
         expand(RUN.marker_pattern, block=RUN.block_ids),
-        RUN.assembled,
+        RUN.finish_targets,
     output:
         json=RUN.summary_json,
         text=RUN.summary_text,

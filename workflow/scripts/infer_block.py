@@ -2,13 +2,13 @@
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
-from chunkflow.block import run_blocks
-from chunkflow.block_logs import finished_line
+from chunkflow.app import actions
+from chunkflow.app.entry import run_main
 from chunkflow.config import load
-from chunkflow.entry import run_main
+from chunkflow.plan.run_plan import make_plan
+from chunkflow.state.run_state import RunState
 
 
 def main() -> None:
@@ -18,13 +18,11 @@ def main() -> None:
     p.add_argument("markers", nargs="+", help="the blocks' done-markers, <block>.json (output)")
     args = p.parse_args()
 
-    block_ids = [Path(marker).stem for marker in args.markers]
-    # The state dir is where Snakemake wants the markers (<state_dir>/blocks/<fp>/<block>.json):
-    # the configured one, or its local copy under .snakemake/storage/ with a storage provider.
-    (state_dir,) = {str(Path(marker).parents[2]) for marker in args.markers}
-    settings = replace(load(args.config), state_dir=state_dir)
-    for marker in run_blocks(settings, block_ids, args.expect_fingerprint):
-        print(finished_line(marker))
+    plan = make_plan(load(args.config))
+    state = RunState.holding(args.markers[0], args.expect_fingerprint)
+    blocks = [Path(marker).stem for marker in args.markers]
+    for line in actions.compute_blocks(plan, blocks, state, args.expect_fingerprint):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -2,17 +2,13 @@
 HTML report."""
 
 import argparse
-import json
 import sys
-from dataclasses import replace
-from pathlib import Path
 
+from chunkflow.app import actions
+from chunkflow.app.entry import run_main
 from chunkflow.config import load
-from chunkflow.entry import run_main
-from chunkflow.markers import read_markers
-from chunkflow.plan import make_plan
-from chunkflow.report import write_report
-from chunkflow.summary import format_summary, summarize
+from chunkflow.plan.run_plan import make_plan
+from chunkflow.state.run_state import RunState
 
 
 def main() -> None:
@@ -23,15 +19,9 @@ def main() -> None:
     p.add_argument("--report", required=True, help="the HTML report (output.report)")
     args = p.parse_args()
 
-    # the markers are read beside the summary: the state dir, or its local storage copy
-    plan = make_plan(replace(load(args.config), state_dir=str(Path(args.json).parent)))
-    done = read_markers(plan.settings.state_dir, plan.block_ids, plan.fingerprint)[0]
-    summary = summarize(plan, done)
-    text = format_summary(summary)
-    Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
-    Path(args.text).write_text(text + "\n")
-    write_report(plan, done, args.report)
-    print(text)
+    plan = make_plan(load(args.config))
+    state = RunState.holding(args.json, plan.fingerprint)
+    print(actions.summary(plan, state, args.json, args.text, args.report))
 
 
 if __name__ == "__main__":

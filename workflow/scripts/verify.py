@@ -3,10 +3,10 @@
 import argparse
 import sys
 
+from chunkflow.app.entry import run_main
 from chunkflow.config import load
-from chunkflow.entry import run_main
-from chunkflow.plan import make_plan
-from chunkflow.verify import VerifyOptions, run_verify
+from chunkflow.inspect.verify import VerifyOptions, run_verify
+from chunkflow.plan.run_plan import make_plan
 
 
 def main() -> None:
@@ -16,8 +16,7 @@ def main() -> None:
     p.add_argument("--record", required=True, help="the verify report as JSON (output)")
     args = p.parse_args()
 
-    options = VerifyOptions(jobs=args.jobs)
-    status = run_verify(make_plan(load(args.config)), options, args.record)
+    status = run_verify(make_plan(load(args.config)), VerifyOptions(jobs=args.jobs), args.record)
     if status:
         raise SystemExit(status)  # damaged blocks: the rule fails, their markers are invalidated
 

@@ -1,0 +1,1 @@
+"""App: the `chunkflow` command, the Snakefile's adapter, run directories, the demo."""

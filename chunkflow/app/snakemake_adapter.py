@@ -1,0 +1,259 @@
+"""What the Snakefile needs from a config: block ids, the result fingerprint, the paths of its
+targets (asked of the run's ``RunState``), job resources.
+
+Pure Python (no Snakemake import), so it is unit-tested like the rest of the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from chunkflow import config as config_mod
+from chunkflow.errors import ChunkflowError, ConfigError
+from chunkflow.inspect.block_logs import first_error, log_tail, unfinished_logs
+from chunkflow.plan.run_plan import RunPlan, make_plan
+from chunkflow.state.files import write_text_atomic
+from chunkflow.state.markers import set_aside_invalid
+from chunkflow.state.run_state import RunState
+
+
+@dataclass(frozen=True)
+class WorkflowRun:
+    """A run as the Snakefile sees it: its plan, the config its jobs read, and its state."""
+
+    plan: RunPlan
+    # a Path: Snakemake's params trigger records plain values only, so a new stored config
+    # (batch_size changed) reruns nothing; the fingerprint decides that
+    config_path: Path
+    started: float = field(default_factory=time.time)  # when this snakemake read the config
+
+    @property
+    def fingerprint(self) -> str:
+        return self.plan.fingerprint
+
+    @property
+    def state(self) -> RunState:
+        return RunState.of(self.plan)
+
+    @property
+    def block_ids(self) -> list[str]:
+        return self.plan.block_ids
+
+    def marker(self, block_id: str) -> str:
+        return self.marker_pattern.format(block=block_id)
+
+    @property
+    def marker_pattern(self) -> str:
+        return str(self.state.marker("{block}"))
+
+    @property
+    def output_record(self) -> str:
+        return str(self.state.output_record())
+
+    def check_model(self) -> None:
+        """Load and probe the model once (cached by its digest and the patch geometry) and
+        check an existing output against it: its mistakes fail here, in one line, not in the
+        first job (``model_check``). Only for the main snakemake process, like ``reconcile``."""
+        from chunkflow.state.model_facts import check_before_jobs
+
+        check_before_jobs(self.plan)
+
+    def reconcile(self) -> list[str]:
+        """Make what Snakemake will find match what counts, before it builds its DAG; return
+        warnings. Only for the main snakemake process: a job's re-parse must not (nor need to).
+
+        An output holding results this run may not replace is refused (one line, nothing
+        touched). Unless the output records this run's fingerprint, this fingerprint's markers
+        and output record are set aside (``output_store.supersede``): the output is then taken
+        over and every block computed. Otherwise the markers that are not valid markers of
+        their block are set aside as ``*.invalid``, and those blocks computed again.
+        """
+        from chunkflow.state.output_store import results_current, supersede
+
+        if not results_current(self.plan):
+            count = supersede(self.plan)
+            if not count:
+                return []
+            return [
+                f"output '{self.plan.settings.output.path}' does not hold the results of this "
+                f"config (fingerprint {self.fingerprint}): set aside its {count} earlier "
+                "done-marker(s); every block will be computed"
+            ]
+        invalid = set_aside_invalid(self.state)
+        if not invalid:
+            return []
+        return [
+            f"set aside {len(invalid)} done-marker(s) that do not count as *.invalid "
+            f"(e.g. {invalid[0]}); their blocks will be computed again"
+        ]
+
+    def check_state_in_bucket(self, prefix: str, endpoint: str | None) -> str | None:
+        """With the run's state in a bucket (Snakemake's storage plugin, default prefix
+        ``prefix``), refuse in one line an output that is gone while the bucket's state still
+        records it (its done-markers would count, ``reconcile`` cannot see them); a warning
+        when the bucket cannot be asked (None: all is well). Main snakemake process only."""
+        from chunkflow.volumes import volume_exists
+        from chunkflow.volumes.stores import read_object
+
+        output = self.plan.settings.output
+        if volume_exists(output.path, output.storage_options):
+            return None  # its fingerprint: checked by reconcile, as with local state
+        record = Path(self.output_record)
+        if record.is_absolute():
+            return None  # not under the storage prefix
+        state = f"{prefix.rstrip('/')}/{record.parent.as_posix()}"
+        try:
+            held = read_object(state, record.name, {"endpoint_url": endpoint} if endpoint else None)
+        except ChunkflowError as err:
+            return f"could not check the run's state in '{prefix}' against the output ({err})"
+        if held is None:
+            return None  # a new run
+        raise ChunkflowError(
+            f"output '{output.path}' does not exist, but the run's state in "
+            f"'{state}' records blocks written into it; delete the run's objects under "
+            f"'{prefix}' (or use another --default-storage-prefix) to compute every block anew"
+        )
+
+    def settings_note(self) -> str | None:
+        """Record this fingerprint's settings in the state dir; when the output holds the
+        results of another fingerprint, one line naming the settings that changed, before and
+        now (``setting_changes``). Only for the main snakemake process, like ``reconcile``."""
+        from chunkflow.state.output_store import open_existing
+        from chunkflow.state.setting_changes import change_note, record_settings
+
+        record_settings(self.plan)
+        existing = open_existing(self.plan)
+        held = existing.info.fingerprint if existing is not None else None
+        return None if held in (None, self.fingerprint) else change_note(self.plan, held)
+
+    @property
+    def finish_record(self) -> str:
+        return str(self.state.finish_record)
+
+    @property
+    def final_targets(self) -> list[str]:
+        """What ``rule all`` asks for besides the markers: the ``finished_targets``, and with
+        ``verify: true`` the verify record."""
+        verify = [self.verify_record] if self.plan.settings.verify else []
+        return self.finished_targets + verify
+
+    @property
+    def finished_targets(self) -> list[str]:
+        """The summary, and the finished output for formats that assemble their blocks (HDF5):
+        what the verify rule waits for."""
+        return [self.summary_json, *self.finish_targets]
+
+    @property
+    def finish_targets(self) -> list[str]:
+        """The finish record for formats that assemble their blocks (HDF5), else nothing: what
+        the summary waits for besides the markers (its report reads the output)."""
+        from chunkflow.state.output_store import needs_finish
+
+        return [self.finish_record] if needs_finish(self.plan) else []
+
+    @property
+    def verify_record(self) -> str:
+        return str(self.state.verify_record)
+
+    @property
+    def summary_json(self) -> str:
+        return str(self.state.summary_json)
+
+    @property
+    def summary_text(self) -> str:
+        return str(self.state.summary_text)
+
+    @property
+    def report_html(self) -> str:
+        return str(self.state.report_html)
+
+    def log(self, rule: str, name: str = "") -> str:
+        return str(self.state.log(rule, name))
+
+    def failure_lines(self, most: int = 3) -> list[str]:
+        """The causes of this snakemake's failed jobs, a line each, for the end of its output
+        (the Snakefile's ``onerror``): the first error of each rule log and block log written
+        since it started; at most ``most`` block jobs, then how many more failed."""
+        lines = []
+        for rule in ("create_output", "finish_output", "summary", "verify"):
+            path = Path(self.log(rule))
+            if path.is_file() and path.stat().st_mtime >= self.started:
+                if cause := first_error(log_tail(path)):
+                    lines.append(_failure_line(rule, cause, path))
+        without_marker = _WithoutMarker(self.state)
+        window = time.time() - self.started
+        failed = [
+            log
+            for log in unfinished_logs(self.plan, without_marker)
+            if log.error is not None and log.age_s <= window
+        ]
+        lines += [_failure_line(f"block {f.block}", f.error, f.path) for f in failed[:most]]
+        if len(failed) > most:
+            lines.append(
+                f"chunkflow: {len(failed) - most} more block job(s) failed: see `chunkflow status`"
+            )
+        return lines
+
+    @property
+    def job_mem_mb(self) -> int:
+        """A block job's memory request: the estimate from the piece size (``job_memory``)."""
+        return math.ceil(self.plan.job_memory_bytes() / 2**20)
+
+    @property
+    def job_runtime_min(self) -> int:
+        """A block job's runtime request on its first attempt: 10 minutes for start-up, plus
+        twice the block's voxels at ``job.voxels_per_second``."""
+        settings = self.plan.settings
+        block_voxels = math.prod(settings.block_size)
+        return 10 + math.ceil(2 * block_voxels / settings.job_voxels_per_second / 60)
+
+
+def _failure_line(job: str, cause: str, log: Path) -> str:
+    cause = cause.split("chunkflow: error: ", 1)[-1]
+    return f"chunkflow: error: {job} failed: {cause} (log: {log})"
+
+
+@dataclass(frozen=True)
+class _WithoutMarker:
+    """The blocks without a done-marker in ``state``, as a container (no listing)."""
+
+    state: RunState
+
+    def __contains__(self, block_id: object) -> bool:
+        return not self.state.marker(str(block_id)).exists()
+
+
+def prepare(config: dict[str, Any]) -> WorkflowRun:
+    """Validate ``config``, plan the run, and store the config where block jobs read it.
+
+    The stored copy is named by its content (``RunState.stored_config``), and never
+    rewritten: a snakemake that the lock then refuses changes nothing another run's jobs read.
+    Also puts this Python's bin folder first on PATH, so jobs find the `chunkflow` command.
+    """
+    if not config:
+        raise ConfigError(
+            "no configuration: run snakemake with --configfile <config.yaml> "
+            "(the demo: --configfile config/config.yaml)"
+        )
+    settings = config_mod.parse(config)
+    plan = make_plan(settings)
+    plan.blocks  # noqa: B018 (reads the mask, if any: its mistakes are one-line errors here)
+    state = RunState.of(plan)  # hashes the model file now, once (the fingerprint)
+    text = yaml.safe_dump(config, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    config_path = state.stored_config(digest)
+    if not config_path.exists():
+        write_text_atomic(config_path, text)
+    bin_dir = os.path.dirname(sys.executable)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    return WorkflowRun(plan, config_path)

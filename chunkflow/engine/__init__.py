@@ -1,0 +1,1 @@
+"""Engine: models, devices, value types, batched patch inference, blending, TTA, ONNX."""

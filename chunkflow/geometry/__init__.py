@@ -1,0 +1,1 @@
+"""Geometry: boxes and vectors, the block grid, patch lattices, pieces."""

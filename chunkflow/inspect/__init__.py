@@ -1,0 +1,1 @@
+"""Inspect: status, summary, report, verify, the neuroglancer view."""

@@ -1,0 +1,1 @@
+"""Job: one block job, its per-piece resume state, all blocks in one process."""

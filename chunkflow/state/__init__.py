@@ -1,0 +1,1 @@
+"""State: everything on disk that belongs to a run."""
