@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from inference_cases import case_config
 from run_helpers import run_all_blocks
-from test_inference import _case_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -17,29 +17,29 @@ CASE = "roi_inside_offset_volume"
 
 
 def test_cuda_matches_cpu_in_float32(tmp_path: Path) -> None:
-    cpu = run_all_blocks(_case_config(tmp_path / "cpu", CASE, **{"inference.device": "cpu"}))
-    gpu = run_all_blocks(_case_config(tmp_path / "gpu", CASE, **{"inference.device": "cuda"}))
+    cpu = run_all_blocks(case_config(tmp_path / "cpu", CASE, **{"inference.device": "cpu"}))
+    gpu = run_all_blocks(case_config(tmp_path / "gpu", CASE, **{"inference.device": "cuda"}))
     assert np.abs(gpu - cpu).max() <= 1e-5
 
 
 def test_exact_placement_is_block_size_independent_on_cuda(tmp_path: Path) -> None:
-    whole = run_all_blocks(_case_config(tmp_path / "whole", CASE, block_size=[64, 64, 64]))
+    whole = run_all_blocks(case_config(tmp_path / "whole", CASE, block_size=[64, 64, 64]))
     for i, block in enumerate(([4, 8, 8], [8, 24, 16], [12, 40, 32])):
-        got = run_all_blocks(_case_config(tmp_path / f"b{i}", CASE, block_size=block))
+        got = run_all_blocks(case_config(tmp_path / f"b{i}", CASE, block_size=block))
         assert np.abs(got - whole).max() <= 1e-6, f"block_size {block}"
 
 
 @pytest.mark.parametrize("precision", ["float16", "bfloat16"])
 def test_autocast_on_cuda_stays_close_to_float32(tmp_path: Path, precision: str) -> None:
-    full = run_all_blocks(_case_config(tmp_path / "f32", CASE))
+    full = run_all_blocks(case_config(tmp_path / "f32", CASE))
     half = run_all_blocks(
-        _case_config(tmp_path / precision, CASE, **{"inference.precision": precision})
+        case_config(tmp_path / precision, CASE, **{"inference.precision": precision})
     )
     assert 0 < np.abs(half - full).max() <= 2e-2
 
 
 def test_auto_device_runs_on_cuda_and_says_so(tmp_path: Path) -> None:
-    config = _case_config(tmp_path, CASE)
+    config = case_config(tmp_path, CASE)
     run_all_blocks(config)
     markers = [
         json.loads(p.read_text()) for p in Path(config["state_dir"], "blocks").glob("*/*.json")

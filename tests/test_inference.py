@@ -11,13 +11,10 @@ import pytest
 import torch
 from helpers import (
     ConstantNet,
-    ValidConvNet,
-    config_with,
     load_torchscript,
     save_torchscript,
-    smooth_volume,
-    write_volume,
 )
+from inference_cases import CASES, case_config
 from run_helpers import run_all_blocks
 
 from chunkflow.engine.blending import weight_map
@@ -97,86 +94,6 @@ def whole_roi_reference(config: dict, roi_start, roi_shape) -> np.ndarray:
     return reference(config, roi_start, roi_shape, starts, roi_start, roi_shape)
 
 
-CASES = {
-    # name: (volume shape, volume offset, roi offset, roi size, Pi, Po, overlap, padding)
-    "same_size_patches": (
-        (20, 48, 56),
-        (0, 0, 0),
-        None,
-        None,
-        (6, 16, 16),
-        (6, 16, 16),
-        (2, 4, 4),
-        "reflect",
-    ),
-    "valid_conv_anisotropic": (
-        (20, 48, 56),
-        (0, 0, 0),
-        None,
-        None,
-        (8, 18, 20),
-        (6, 16, 18),
-        (2, 4, 6),
-        "reflect",
-    ),
-    "roi_inside_offset_volume": (
-        (24, 56, 56),
-        (10, -5, 3),
-        (13, 3, 7),
-        (16, 40, 44),
-        (8, 18, 20),
-        (6, 16, 18),
-        (3, 5, 7),
-        "reflect",
-    ),
-    "roi_at_edge_zero_padding": (
-        (20, 48, 56),
-        (0, 0, 0),
-        (4, 0, 8),
-        (16, 48, 48),
-        (8, 18, 20),
-        (6, 16, 18),
-        (2, 4, 6),
-        "zero",
-    ),
-}
-
-
-def _case_config(tmp_path: Path, name: str, **extra) -> dict:
-    shape, vol_offset, roi_offset, roi_size, pi, po, overlap, padding = CASES[name]
-    raw = write_volume(
-        tmp_path / "raw.zarr", smooth_volume(shape, seed=3), offset=vol_offset, chunks=(4, 8, 8)
-    )
-    depth = (pi[0] - po[0]) // 2
-    if depth:
-        model = save_torchscript(ValidConvNet(channels_out=2, depth=depth), tmp_path / "net.pt")
-    else:
-        model = save_torchscript(ConstantNetFree(), tmp_path / "net.pt")
-    config = {
-        "input": {"path": raw, "padding": padding},
-        "output": {"path": str(tmp_path / "out.zarr"), "chunk_size": [4, 8, 8]},
-        "block_size": [8, 16, 16],
-        "model": {"path": model, "input_patch_size": list(pi), "output_patch_size": list(po)},
-        "inference": {"overlap": list(overlap), "batch_size": 5},
-        "state_dir": str(tmp_path / "state"),
-    }
-    if roi_offset is not None:
-        config["roi"] = {"offset": list(roi_offset), "size": list(roi_size)}
-    return config_with(config, **extra)
-
-
-class ConstantNetFree(torch.nn.Module):
-    """A same-size (Pi == Po) net: a pointwise nonlinearity of a 3x3x3 neighbourhood (padded)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(1)
-        self.conv = torch.nn.Conv3d(1, 2, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.conv(x))
-
-
 def _roi(config: dict, shape_offset) -> tuple[tuple, tuple]:
     shape, vol_offset = shape_offset
     roi = config.get("roi")
@@ -187,7 +104,7 @@ def _roi(config: dict, shape_offset) -> tuple[tuple, tuple]:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_exact_placement_matches_independent_whole_roi_reference(tmp_path: Path, case: str) -> None:
-    config = _case_config(tmp_path, case)
+    config = case_config(tmp_path, case)
     got = run_all_blocks(config)
     roi_start, roi_shape = _roi(config, CASES[case][:2])
     want = whole_roi_reference(config, roi_start, roi_shape)
@@ -199,16 +116,16 @@ def test_exact_placement_matches_independent_whole_roi_reference(tmp_path: Path,
     "case", ["valid_conv_anisotropic", "roi_inside_offset_volume", "roi_at_edge_zero_padding"]
 )
 def test_exact_placement_is_the_same_for_every_block_size(tmp_path: Path, case: str) -> None:
-    whole = run_all_blocks(_case_config(tmp_path / "whole", case, block_size=[64, 64, 64]))
+    whole = run_all_blocks(case_config(tmp_path / "whole", case, block_size=[64, 64, 64]))
     # block sizes that divide the ROI, that do not, and single-chunk blocks
     for i, block in enumerate(([4, 8, 8], [8, 24, 16], [12, 40, 32], [16, 16, 48])):
-        got = run_all_blocks(_case_config(tmp_path / f"b{i}", case, block_size=block))
+        got = run_all_blocks(case_config(tmp_path / f"b{i}", case, block_size=block))
         assert np.abs(got - whole).max() <= 1e-6, f"block_size {block}"
 
 
 def test_crop_placement_matches_a_straightforward_reference(tmp_path: Path) -> None:
     margin = [2, 4, 4]
-    config = _case_config(
+    config = case_config(
         tmp_path,
         "valid_conv_anisotropic",
         **{"inference.placement": "crop", "inference.crop_margin": margin},
@@ -235,7 +152,7 @@ def test_crop_placement_matches_a_straightforward_reference(tmp_path: Path) -> N
                 want[:, b0[0] : b1[0], b0[1] : b1[1], b0[2] : b1[2]] = part
     assert np.abs(got - want).max() <= 1e-5
     # crop placement is not seamless: it differs from the exact result somewhere
-    exact = run_all_blocks(_case_config(tmp_path / "exact", "valid_conv_anisotropic"))
+    exact = run_all_blocks(case_config(tmp_path / "exact", "valid_conv_anisotropic"))
     assert np.abs(got - exact).max() > 1e-4
 
 
@@ -243,7 +160,7 @@ def test_crop_placement_matches_a_straightforward_reference(tmp_path: Path) -> N
 @pytest.mark.parametrize("blend", ["bump", "gaussian", "constant"])
 def test_constant_model_gives_its_constant(tmp_path: Path, placement: str, blend: str) -> None:
     model = save_torchscript(ConstantNet(0.5, channels=3, crop=(1, 2, 3)), tmp_path / "const.pt")
-    config = _case_config(
+    config = case_config(
         tmp_path,
         "valid_conv_anisotropic",
         **{
@@ -262,9 +179,9 @@ def test_constant_model_gives_its_constant(tmp_path: Path, placement: str, blend
 
 def test_uint8_output_and_non_dyadic_constant(tmp_path: Path) -> None:
     model = save_torchscript(ConstantNet(0.2, channels=1), tmp_path / "const.pt")
-    config = _case_config(tmp_path / "f", "same_size_patches", **{"model.path": model})
+    config = case_config(tmp_path / "f", "same_size_patches", **{"model.path": model})
     assert np.abs(run_all_blocks(config) - 0.2).max() <= 1e-6
-    config = _case_config(
+    config = case_config(
         tmp_path / "u", "same_size_patches", **{"model.path": model, "output.dtype": "uint8"}
     )
     got = run_all_blocks(config)
@@ -283,14 +200,12 @@ def test_output_dtype_conversion_clips_scales_and_rounds() -> None:
 
 
 def test_float16_output_and_bfloat16_autocast_stay_close(tmp_path: Path) -> None:
-    base = run_all_blocks(_case_config(tmp_path / "a", "valid_conv_anisotropic"))
+    base = run_all_blocks(case_config(tmp_path / "a", "valid_conv_anisotropic"))
     half = run_all_blocks(
-        _case_config(tmp_path / "b", "valid_conv_anisotropic", **{"output.dtype": "float16"})
+        case_config(tmp_path / "b", "valid_conv_anisotropic", **{"output.dtype": "float16"})
     )
     assert half.dtype == np.float16 and np.abs(half.astype(np.float32) - base).max() <= 1e-3
     bf16 = run_all_blocks(
-        _case_config(
-            tmp_path / "c", "valid_conv_anisotropic", **{"inference.precision": "bfloat16"}
-        )
+        case_config(tmp_path / "c", "valid_conv_anisotropic", **{"inference.precision": "bfloat16"})
     )
     assert 0 < np.abs(bf16 - base).max() <= 2e-2

@@ -13,11 +13,9 @@ import pytest
 import torch
 import yaml
 from helpers import ValidConvNet, config_with
-from test_workflow import (  # noqa: F401 (run_env, elsewhere: fixtures)
+from workflow_runs import (
     BASE_CONFIG,
-    elsewhere,
     make_run_dir,
-    run_env,
     snakemake,
     write_config,
 )
@@ -182,7 +180,7 @@ def test_the_check_is_cached_by_model_digest_and_geometry(small_config, monkeypa
 
 
 @pytest.mark.workflow
-def test_a_model_mistake_fails_snakemake_in_one_line_before_any_job(tmp_path, run_env, elsewhere):  # noqa: F811
+def test_a_model_mistake_fails_snakemake_in_one_line_before_any_job(tmp_path, run_env, elsewhere):
     run_dir = make_run_dir(tmp_path / "run")
     config = config_with(BASE_CONFIG, model={**BASE_CONFIG["model"], "output_channels": 5})
     write_config(run_dir, config)
@@ -200,7 +198,7 @@ def test_a_model_mistake_fails_snakemake_in_one_line_before_any_job(tmp_path, ru
 
 
 @pytest.mark.workflow
-def test_a_failing_job_ends_snakemakes_output_with_its_cause(tmp_path, run_env, elsewhere):  # noqa: F811
+def test_a_failing_job_ends_snakemakes_output_with_its_cause(tmp_path, run_env, elsewhere):
     run_dir = make_run_dir(tmp_path / "run")
     (run_dir / "models" / "net.py").write_text(FAILS_ON_DATA)
     torch.save(ValidConvNet(channels_out=2).state_dict(), run_dir / "models" / "w.pt")

@@ -16,16 +16,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import yaml
-from helpers import config_with, write_volume
-from run_helpers import read_back, run_all_blocks
-from test_formats import (
+from format_cases import (
     INPUTS,
     OFFSET,
     OUTPUTS,
@@ -34,14 +30,14 @@ from test_formats import (
     SHAPE,
     check_geometry,
     make_config,
-    model,
-    reference,
 )
-from test_workflow import (
+from helpers import config_with, write_volume
+from run_helpers import read_back, run_all_blocks
+from s3_server import BUCKET, client
+from workflow_runs import (
     BASE_CONFIG,
     make_run_dir,
     marker_dir,
-    run_env,
     snakemake,
     snakemake_cmd,
     write_config,
@@ -56,49 +52,10 @@ from chunkflow.volumes.ome_zarr import OmeZarrVolume
 from chunkflow.volumes.precomputed import PrecomputedVolume
 from chunkflow.volumes.stores import cloudvolume_path, object_store, obstore_options
 
-_ = (model, reference, run_env)  # fixtures, imported for this module's tests
-
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed")
 boto3 = pytest.importorskip("boto3")
 
-BUCKET = "chunkflow-test"
 CHUNKFLOW = str(Path(sys.executable).with_name("chunkflow"))
-AWS = {
-    "AWS_ACCESS_KEY_ID": "test",
-    "AWS_SECRET_ACCESS_KEY": "test",
-    "AWS_SESSION_TOKEN": "test",  # cloud-volume reads keys from the environment only with it
-    "AWS_REGION": "us-east-1",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-SERVER: dict[str, str] = {}  # the endpoint of the module's server, for boto3 here
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[dict[str, str]]:
-    """A local S3 server with the bucket ``BUCKET``; its endpoint and credentials are in the
-    environment (this process's and its children's) while the module's tests run."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {**AWS, "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    SERVER["endpoint"] = env["AWS_ENDPOINT_URL"]
-    client().create_bucket(Bucket=BUCKET)
-    try:
-        yield env
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
-
-
-def client() -> Any:
-    """A boto3 S3 client of the module's server, whatever the environment says."""
-    return boto3.client("s3", endpoint_url=SERVER["endpoint"])
 
 
 def upload(local: Path, key: str, public: bool = False) -> str:
@@ -154,7 +111,7 @@ def test_precomputed_in_a_bucket_in_and_out_gives_the_local_numbers(s3, model, r
     """cloud-volume reaches the endpoint of AWS_ENDPOINT_URL; unsharded, gzip and sharded.
     The input is written into the bucket by cloud-volume itself (its gzip'd chunks are objects
     with a Content-Encoding there, files with a .gz suffix on disk)."""
-    from test_precomputed import write_precomputed
+    from precomputed_volumes import write_precomputed
 
     local_input = INPUTS["precomputed"](tmp_path)
     url = write_precomputed(f"s3://{BUCKET}/pc/raw", RAW, offset=OFFSET, resolution=RESOLUTION)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from cloudvolume import CloudVolume
 from helpers import config_with, smooth_volume, write_volume
+from precomputed_volumes import CHUNKS, OFFSET, RESOLUTION, write_precomputed
 from run_helpers import run_all_blocks
 
 from chunkflow import config as config_mod
@@ -22,29 +23,6 @@ from chunkflow.plan.run_plan import make_plan
 from chunkflow.settings import OutputSettings
 from chunkflow.volumes import VolumeInfo, create_or_check, open_volume, read_padded
 from chunkflow.volumes.precomputed import PrecomputedVolume
-
-OFFSET = (7, 5, 3)  # z, y, x
-RESOLUTION = (40.0, 8.0, 4.0)
-CHUNKS = (6, 20, 20)  # divides none of 16 x 48 x 48
-
-
-def write_precomputed(url: str, data: np.ndarray, offset=OFFSET, resolution=RESOLUTION) -> str:
-    """``data`` ((c,) z, y, x) as a precomputed image made by cloud-volume, in x, y, z, c."""
-    czyx = data if data.ndim == 4 else data[None]
-    meta = CloudVolume.create_new_info(
-        num_channels=czyx.shape[0],
-        layer_type="image",
-        data_type=str(data.dtype),
-        encoding="raw",
-        resolution=list(resolution[::-1]),
-        voxel_offset=list(offset[::-1]),
-        volume_size=list(czyx.shape[:0:-1]),
-        chunk_size=list(CHUNKS[::-1]),
-    )
-    cv = CloudVolume(url, info=meta, progress=False)
-    cv.commit_info()
-    cv[:, :, :] = czyx.transpose(3, 2, 1, 0)
-    return url
 
 
 def cloudvolume_read(url: str) -> tuple[np.ndarray, CloudVolume]:

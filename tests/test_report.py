@@ -20,15 +20,12 @@ import pytest
 import zarr
 from helpers import ValidConvNet, config_with, save_torchscript
 from run_helpers import read_back
-from test_workflow import (  # the Snakemake run's helpers, and its fixtures
+from workflow_runs import (
     BASE_CONFIG,
     N_BLOCKS,
     copy_run,
-    elsewhere,  # noqa: F401
-    finished,  # noqa: F401 (a finished run of BASE_CONFIG)
     marker_dir,
     markers,
-    run_env,  # noqa: F401
 )
 
 from chunkflow import config as config_mod
@@ -178,7 +175,7 @@ def images(page: Elements) -> list[str]:
 
 
 @pytest.mark.workflow
-def test_report_of_a_snakemake_run(finished, tmp_path):  # noqa: F811
+def test_report_of_a_snakemake_run(finished, tmp_path):
     """The summary rule's report: a cell per block, a chart point per interval conserving the
     voxels, the markers' stage times, the thumbnails' pixels; and it renders to a screenshot."""
     run_dir = finished[0]
@@ -220,7 +217,7 @@ def test_report_of_a_snakemake_run(finished, tmp_path):  # noqa: F811
 
 
 @pytest.mark.workflow
-def test_report_command_shows_missing_and_failed_blocks(finished, tmp_path, run_env):  # noqa: F811
+def test_report_command_shows_missing_and_failed_blocks(finished, tmp_path, run_env):
     """Mid-run: one block's marker gone (missing), another's job failed (its real log)."""
     run_dir = copy_run(finished[0], tmp_path / "run")
     folder = marker_dir(run_dir)

@@ -1,8 +1,6 @@
 """One way to name a run (``-d RUN_DIR``, as Snakemake's), `chunkflow run`, and progress: a block
 job's progress lines, and `chunkflow status` read from another directory."""
 
-# ruff: noqa: F401, F811 (run_env, elsewhere: fixtures of test_workflow, imported and used)
-
 from __future__ import annotations
 
 import math
@@ -18,7 +16,7 @@ import numpy as np
 import pytest
 import zarr
 from helpers import config_with, smooth_volume, write_volume
-from test_workflow import (
+from workflow_runs import (
     BASE_CONFIG,
     BIN,
     N_BLOCKS,
@@ -28,11 +26,9 @@ from test_workflow import (
     SHAPE,
     SNAKEFILE,
     Result,
-    elsewhere,
     job_counts,
     make_run_dir,
     markers,
-    run_env,
     write_config,
 )
 

@@ -6,10 +6,11 @@ exactly that block run again."""
 from __future__ import annotations
 
 import pytest
-from test_object_stores import BUCKET, client, s3
-from test_workflow import fingerprint, make_run_dir, run_env, snakemake
+from s3_server import BUCKET, client
+from workflow_runs import fingerprint, make_run_dir, snakemake
 
-_ = (s3, run_env)  # fixtures
+pytest.importorskip("moto.server", reason="moto[server] is not installed")
+pytest.importorskip("boto3")
 pytest.importorskip("snakemake_storage_plugin_s3", reason="snakemake-storage-plugin-s3 missing")
 
 PREFIX = "state-run"

@@ -20,13 +20,11 @@ import yaml
 import zarr
 from helpers import config_with
 from run_helpers import read_back, run_all_blocks, run_as_well
-from test_workflow import (  # noqa: F401 (run_env, elsewhere, finished: fixtures)
+from workflow_runs import (
     BASE_CONFIG,
     N_BLOCKS,
     copy_run,
-    elsewhere,
     fingerprint,
-    finished,
     job_counts,
     make_run_dir,
     marker_dir,
@@ -35,7 +33,6 @@ from test_workflow import (  # noqa: F401 (run_env, elsewhere, finished: fixture
     read_config,
     reasons,
     reference,
-    run_env,
     snakemake,
     snakemake_cmd,
     wait_for,
@@ -293,7 +290,7 @@ def test_status_lists_each_marker_folder_once(small_config, monkeypatch):
 
 
 @pytest.mark.workflow
-def test_two_run_dirs_on_one_output(finished, tmp_path, run_env, elsewhere):  # noqa: F811
+def test_two_run_dirs_on_one_output(finished, tmp_path, run_env, elsewhere):
     """Fault 1 in the workflow: a second run directory with another overlap and the first's
     output is refused before any job; with output.replace it recomputes every block, and the
     first run then is refused instead of reporting the mix as done."""
@@ -331,10 +328,10 @@ def test_two_run_dirs_on_one_output(finished, tmp_path, run_env, elsewhere):  # 
 
 @pytest.mark.workflow
 def test_lost_snakemake_records_and_a_changed_setting_rerun_every_block(
-    finished,  # noqa: F811
+    finished,
     tmp_path,
-    run_env,  # noqa: F811
-    elsewhere,  # noqa: F811
+    run_env,
+    elsewhere,
 ):
     """Fault 2: without `.snakemake/` Snakemake cannot compare params; the fingerprint in the
     markers' path makes them missing targets all the same."""
@@ -363,10 +360,10 @@ def test_lost_snakemake_records_and_a_changed_setting_rerun_every_block(
 
 @pytest.mark.workflow
 def test_broken_markers_are_set_aside_and_their_blocks_rerun(
-    finished,  # noqa: F811
+    finished,
     tmp_path,
-    run_env,  # noqa: F811
-    elsewhere,  # noqa: F811
+    run_env,
+    elsewhere,
 ):
     """Fault 3 in the workflow: the main snakemake sets the broken markers aside (a job's
     re-parse, `--mode remote`, does not) and reruns exactly their blocks."""
@@ -435,8 +432,8 @@ def build_model():
 @pytest.mark.workflow
 def test_a_snakemake_refused_by_the_lock_changes_nothing_the_running_one_reads(
     tmp_path,
-    run_env,  # noqa: F811
-    elsewhere,  # noqa: F811
+    run_env,
+    elsewhere,
 ):
     """Fault 4: while a run's first block job waits, a second snakemake in the same directory
     with another overlap is refused by Snakemake's lock; the running one's later jobs still

@@ -16,13 +16,11 @@ import yaml
 import zarr
 from helpers import config_with
 from run_helpers import read_back
-from test_workflow import (  # the Snakemake run's helpers, and its fixtures
+from workflow_runs import (
     BASE_CONFIG,
     N_BLOCKS,
-    elsewhere,  # noqa: F401
     job_counts,
     make_run_dir,
-    run_env,  # noqa: F401
     snakemake,
 )
 
@@ -223,7 +221,7 @@ def test_verify_is_no_part_of_the_result(small_config):
 
 
 @pytest.mark.workflow
-def test_a_snakemake_run_with_verify_ends_with_its_record(tmp_path, run_env, elsewhere):  # noqa: F811
+def test_a_snakemake_run_with_verify_ends_with_its_record(tmp_path, run_env, elsewhere):
     run_dir = make_run_dir(tmp_path / "run", config_with(BASE_CONFIG, verify=True))
     result = snakemake(run_dir, run_env, elsewhere)
     assert "verify" in job_counts(result.text), result.text

@@ -124,7 +124,7 @@ def test_view_command_and_summary_print_the_state(tmp_path, run_config, capsys):
 
 
 def test_view_says_why_it_leaves_out_an_hdf5_layer(tmp_path, small_config, capsys):
-    from test_formats import hdf5_input
+    from format_cases import hdf5_input
 
     from chunkflow.app import cli
 
