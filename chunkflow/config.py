@@ -54,6 +54,11 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def default(key: str) -> Any:
+    """The schema's default of the top-level ``key``."""
+    return schema()["properties"][key]["default"]
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file; a missing or malformed file is a ConfigError."""
     path = Path(path)

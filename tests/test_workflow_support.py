@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from helpers import config_with, write_volume
 
@@ -118,3 +119,60 @@ def test_settings_note_names_the_settings_changed_since_the_output_was_made(
         f"{what}; which ones is not recorded ({recorded} does not exist); every block will be "
         "computed"
     )
+
+
+def count_constructions(monkeypatch, cls: type) -> list[int]:
+    """A list that grows by one each time an instance of ``cls`` is made from now on."""
+    made: list[int] = []
+    real = cls.__init__
+
+    def counting(self, *args, **kwargs) -> None:
+        made.append(1)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "__init__", counting)
+    return made
+
+
+def test_a_jobs_reparse_of_the_workflow_reads_the_recorded_facts(small_config, monkeypatch):
+    from chunkflow.plan.run_plan import RunPlan
+    from chunkflow.settings import Settings
+
+    main = prepare(small_config)
+    plans, parses = (count_constructions(monkeypatch, c) for c in (RunPlan, Settings))
+    job = prepare(small_config, main=False)  # what a SLURM job's snakemake does
+    assert (plans, parses) == ([], []), "a job's re-parse planned the run"
+    assert job.facts == main.facts and job.config_path == main.config_path
+    assert job.marker_pattern == main.marker_pattern and job.block_ids == main.plan.block_ids
+    assert (job.job_mem_mb, job.job_runtime_min, job.threads) == (
+        main.job_mem_mb,
+        main.job_runtime_min,
+        main.plan.settings.inference.threads,
+    )
+    # nothing recorded (the state dir on a file system the node does not share): it plans
+    main.config_path.with_suffix(".facts.json").unlink()
+    assert prepare(small_config, main=False).facts == main.facts and len(plans) == 1
+
+
+def test_a_block_job_parses_its_config_and_plans_once(small_config, monkeypatch, capsys):
+    """The infer_block rule's command, run as Snakemake runs it (its script, in-process here so
+    that the constructions can be counted)."""
+    import runpy
+    import sys
+
+    from chunkflow.plan.run_plan import RunPlan
+    from chunkflow.settings import Settings
+    from chunkflow.state.output_store import create_output
+
+    run = prepare(small_config)
+    create_output(run.plan)
+    plans, parses = (count_constructions(monkeypatch, c) for c in (RunPlan, Settings))
+    script = Path(__file__).parents[1] / "workflow" / "scripts" / "infer_block.py"
+    markers = [run.marker("z0_y0_x0"), run.marker("z1_y1_x0")]
+    argv = [str(script), "--config", str(run.config_path), "--expect-fingerprint"]
+    monkeypatch.setattr(sys, "argv", [*argv, run.fingerprint, *markers])
+    with pytest.raises(SystemExit) as exit:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exit.value.code == 0, capsys.readouterr().err
+    assert all(Path(m).is_file() for m in markers)
+    assert (len(parses), len(plans)) == (1, 1)

@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from chunkflow import config as config_mod
+import chunkflow
 from chunkflow.app.entry import run_main
 from chunkflow.errors import ChunkflowError
 
@@ -21,21 +21,12 @@ log = logging.getLogger("chunkflow")
 def _plan(args: argparse.Namespace, of_a_run: bool = False):
     """The plan of ``args.config``; with ``of_a_run``, a one-line error first when no run has
     started there (its state directory does not exist)."""
-    settings = config_mod.load(args.config)  # config errors first, before the heavier imports
+    settings = chunkflow.load_config(args.config)  # config errors first, before heavier imports
     if of_a_run:
         from chunkflow.state.run_state import require_run
 
         require_run(settings.state_dir)  # before the plan reads input and model
-    from chunkflow.plan.run_plan import make_plan
-
-    return make_plan(settings)
-
-
-def _state(plan):
-    """The run's state where its config puts it."""
-    from chunkflow.state.run_state import RunState
-
-    return RunState.of(plan)
+    return chunkflow.make_plan(settings)
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
@@ -123,18 +114,18 @@ def cmd_create_output(args: argparse.Namespace) -> None:
     from chunkflow.app import actions
 
     plan = _plan(args)
-    print(actions.create_output(plan, _state(plan)))
+    print(actions.create_output(plan, chunkflow.RunState.of(plan)))
     if args.record:
-        shutil.copyfile(_state(plan).output_record(), args.record)
+        shutil.copyfile(chunkflow.RunState.of(plan).output_record(), args.record)
 
 
 def cmd_finish_output(args: argparse.Namespace) -> None:
     from chunkflow.app import actions
 
     plan = _plan(args)
-    print(actions.finish_output(plan, _state(plan)))
+    print(actions.finish_output(plan, chunkflow.RunState.of(plan)))
     if args.record:
-        shutil.copyfile(_state(plan).finish_record, args.record)
+        shutil.copyfile(chunkflow.RunState.of(plan).finish_record, args.record)
 
 
 def cmd_run_block(args: argparse.Namespace) -> None:
@@ -142,7 +133,9 @@ def cmd_run_block(args: argparse.Namespace) -> None:
 
     plan = _plan(args)
     block_ids = [Path(b).stem if b.endswith(".json") else b for b in args.block]
-    for line in actions.compute_blocks(plan, block_ids, _state(plan), args.expect_fingerprint):
+    for line in actions.compute_blocks(
+        plan, block_ids, chunkflow.RunState.of(plan), args.expect_fingerprint
+    ):
         print(line)
 
 
@@ -164,14 +157,14 @@ def cmd_summary(args: argparse.Namespace) -> None:
     from chunkflow.app import actions
 
     plan = _plan(args)
-    print(actions.summary(plan, _state(plan), args.json, args.text))
+    print(actions.summary(plan, chunkflow.RunState.of(plan), args.json, args.text))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from chunkflow.app import actions
 
     plan = _plan(args, of_a_run=True)  # as status: no run, no report
-    print(actions.report(plan, _state(plan), args.out))
+    print(actions.report(plan, chunkflow.RunState.of(plan), args.out))
 
 
 def cmd_verify(args: argparse.Namespace) -> None:

@@ -1,17 +1,23 @@
 """What the Snakefile needs from a config: block ids, the result fingerprint, the paths of its
 targets (asked of the run's ``RunState``), job resources.
 
+The main snakemake process plans the run and records these ``JobFacts`` beside the stored
+config; a job's re-parse of the Snakefile (a SLURM job) reads them instead of planning again,
+so that a block job parses its config and plans once: in its own command.
+
 Pure Python (no Snakemake import), so it is unit-tested like the rest of the package.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,32 +27,89 @@ from chunkflow import config as config_mod
 from chunkflow.errors import ChunkflowError, ConfigError
 from chunkflow.inspect.block_logs import first_error, log_tail, unfinished_logs
 from chunkflow.plan.run_plan import RunPlan, make_plan
-from chunkflow.state.files import write_text_atomic
+from chunkflow.state.files import write_json_atomic, write_text_atomic
 from chunkflow.state.markers import set_aside_invalid
 from chunkflow.state.run_state import RunState
 
 
 @dataclass(frozen=True)
-class WorkflowRun:
-    """A run as the Snakefile sees it: its plan, the config its jobs read, and its state."""
+class JobFacts:
+    """What the Snakefile's rules need of a plan: recorded by the main snakemake process, read
+    by a job's re-parse of the workflow."""
 
-    plan: RunPlan
+    fingerprint: str
+    state_dir: str
+    block_ids: list[str]
+    verify: bool  # rule all asks for the verify record
+    assembles: bool  # the output's format has a finishing step (HDF5)
+    threads: int
+    job_mem_mb: int
+    job_runtime_min: int
+
+    @classmethod
+    def of(cls, plan: RunPlan) -> JobFacts:
+        from chunkflow.state.output_store import needs_finish
+
+        settings = plan.settings
+        block_voxels = math.prod(settings.block_size)
+        return cls(
+            fingerprint=plan.fingerprint,
+            state_dir=settings.state_dir,
+            block_ids=plan.block_ids,
+            verify=settings.verify,
+            assembles=needs_finish(plan),
+            threads=settings.inference.threads,
+            # the estimate from the piece size (``job_memory``)
+            job_mem_mb=math.ceil(plan.job_memory_bytes() / 2**20),
+            # on the first attempt: 10 minutes for start-up, plus twice the block's voxels at
+            # ``job.voxels_per_second``
+            job_runtime_min=10 + math.ceil(2 * block_voxels / settings.job_voxels_per_second / 60),
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> JobFacts | None:
+        """The facts recorded in ``path``; None when there are none (or not readable)."""
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
+class WorkflowRun:
+    """A run as the Snakefile sees it: its ``JobFacts``, the config its jobs read, its state,
+    and (in the main process) its plan."""
+
+    facts: JobFacts
     # a Path: Snakemake's params trigger records plain values only, so a new stored config
     # (batch_size changed) reruns nothing; the fingerprint decides that
     config_path: Path
+    config: dict[str, Any]
+    planned: RunPlan | None = None  # the main process's plan; a job's re-parse makes none
     started: float = field(default_factory=time.time)  # when this snakemake read the config
+
+    @cached_property
+    def plan(self) -> RunPlan:
+        """The run's plan (only the main process's checks need it)."""
+        return (
+            self.planned if self.planned is not None else make_plan(config_mod.parse(self.config))
+        )
 
     @property
     def fingerprint(self) -> str:
-        return self.plan.fingerprint
+        return self.facts.fingerprint
 
     @property
     def state(self) -> RunState:
-        return RunState.of(self.plan)
+        return RunState(Path(self.facts.state_dir), self.facts.fingerprint)
 
     @property
     def block_ids(self) -> list[str]:
-        return self.plan.block_ids
+        return self.facts.block_ids
+
+    @property
+    def threads(self) -> int:
+        return self.facts.threads
 
     def marker(self, block_id: str) -> str:
         return self.marker_pattern.format(block=block_id)
@@ -143,7 +206,7 @@ class WorkflowRun:
     def final_targets(self) -> list[str]:
         """What ``rule all`` asks for besides the markers: the ``finished_targets``, and with
         ``verify: true`` the verify record."""
-        verify = [self.verify_record] if self.plan.settings.verify else []
+        verify = [self.verify_record] if self.facts.verify else []
         return self.finished_targets + verify
 
     @property
@@ -156,9 +219,7 @@ class WorkflowRun:
     def finish_targets(self) -> list[str]:
         """The finish record for formats that assemble their blocks (HDF5), else nothing: what
         the summary waits for besides the markers (its report reads the output)."""
-        from chunkflow.state.output_store import needs_finish
-
-        return [self.finish_record] if needs_finish(self.plan) else []
+        return [self.finish_record] if self.facts.assembles else []
 
     @property
     def verify_record(self) -> str:
@@ -205,16 +266,13 @@ class WorkflowRun:
 
     @property
     def job_mem_mb(self) -> int:
-        """A block job's memory request: the estimate from the piece size (``job_memory``)."""
-        return math.ceil(self.plan.job_memory_bytes() / 2**20)
+        """A block job's memory request (``JobFacts.job_mem_mb``)."""
+        return self.facts.job_mem_mb
 
     @property
     def job_runtime_min(self) -> int:
-        """A block job's runtime request on its first attempt: 10 minutes for start-up, plus
-        twice the block's voxels at ``job.voxels_per_second``."""
-        settings = self.plan.settings
-        block_voxels = math.prod(settings.block_size)
-        return 10 + math.ceil(2 * block_voxels / settings.job_voxels_per_second / 60)
+        """A block job's runtime request on its first attempt (``JobFacts.job_runtime_min``)."""
+        return self.facts.job_runtime_min
 
 
 def _failure_line(job: str, cause: str, log: Path) -> str:
@@ -232,8 +290,10 @@ class _WithoutMarker:
         return not self.state.marker(str(block_id)).exists()
 
 
-def prepare(config: dict[str, Any]) -> WorkflowRun:
-    """Validate ``config``, plan the run, and store the config where block jobs read it.
+def prepare(config: dict[str, Any], main: bool = True) -> WorkflowRun:
+    """Validate ``config``, plan the run, store the config where block jobs read it and record
+    the ``JobFacts`` beside it; in a job's re-parse (``main`` false), read those facts instead
+    (and plan only if they are not there: state on another file system).
 
     The stored copy is named by its content (``RunState.stored_config``), and never
     rewritten: a snakemake that the lock then refuses changes nothing another run's jobs read.
@@ -244,16 +304,22 @@ def prepare(config: dict[str, Any]) -> WorkflowRun:
             "no configuration: run snakemake with --configfile <config.yaml> "
             "(the demo: --configfile config/config.yaml)"
         )
-    settings = config_mod.parse(config)
-    plan = make_plan(settings)
-    plan.blocks  # noqa: B018 (reads the mask, if any: its mistakes are one-line errors here)
-    state = RunState.of(plan)  # hashes the model file now, once (the fingerprint)
-    text = yaml.safe_dump(config, sort_keys=True)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    config_path = state.stored_config(digest)
-    if not config_path.exists():
-        write_text_atomic(config_path, text)
     bin_dir = os.path.dirname(sys.executable)
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    return WorkflowRun(plan, config_path)
+    text = yaml.safe_dump(config, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    if not main:
+        stored = RunState.stored(config.get("state_dir", config_mod.default("state_dir")), digest)
+        facts = JobFacts.read(stored.facts)
+        if facts is not None:
+            return WorkflowRun(facts, stored.config, config)
+    plan = make_plan(config_mod.parse(config))
+    plan.blocks  # noqa: B018 (reads the mask, if any: its mistakes are one-line errors here)
+    facts = JobFacts.of(plan)  # hashes the model file now, once (the fingerprint)
+    stored = RunState.stored(plan.settings.state_dir, digest)
+    if not stored.config.exists():
+        write_text_atomic(stored.config, text)
+    if JobFacts.read(stored.facts) != facts:
+        write_json_atomic(stored.facts, asdict(facts))
+    return WorkflowRun(facts, stored.config, config, plan)

@@ -125,7 +125,7 @@ class VerifiedRecord:
 
 
 @dataclass
-class _Progress:
+class _VerifyCounter:
     """Blocks checked / total and the rate, on stderr at most every ``interval`` seconds."""
 
     total: int
@@ -242,10 +242,10 @@ def _check_all(
 ) -> list[BlockCheck]:
     """Check ``markers``' blocks, ``jobs`` at a time; as each check comes in, append a fine
     block to ``record`` or set an invalid one's marker aside (out of Snakemake's sight: the next
-    run recomputes the block). Progress on stderr."""
+    run recomputes the block). PiecesWritten on stderr."""
     if not markers:
         return []
-    checks, progress = [], _Progress(len(markers))
+    checks, progress = [], _VerifyCounter(len(markers))
     pool = ThreadPoolExecutor(options.jobs)
     try:
         futures = {pool.submit(check_block, plan, m, options.check_inputs): m for m in markers}

@@ -21,7 +21,7 @@ from chunkflow.errors import ConfigError, ModelError, VolumeError
 from chunkflow.geometry.boxes import Box
 from chunkflow.geometry.grid import Block
 from chunkflow.geometry.pieces import PieceLayout
-from chunkflow.job.piece_state import BlockState, Progress, chain_digest, input_digest
+from chunkflow.job.piece_state import PieceState, PiecesWritten, chain_digest, input_digest
 from chunkflow.plan.costs import format_seconds
 from chunkflow.plan.run_plan import RunPlan
 from chunkflow.state.markers import DoneMarker
@@ -109,7 +109,7 @@ PROGRESS_EVERY_S = 30.0  # a block job's progress lines come at most this often
 
 
 @dataclass
-class ProgressReport:
+class ProgressLines:
     """A block job's progress, printed to stderr (the job's log): after each computed piece,
     at most every ``PROGRESS_EVERY_S`` seconds (every piece with -v), and after the last piece
     always::
@@ -130,7 +130,7 @@ class ProgressReport:
     shown: float = -math.inf
 
     @classmethod
-    def resuming(cls, layout: PieceLayout, written: int) -> ProgressReport:
+    def resuming(cls, layout: PieceLayout, written: int) -> ProgressLines:
         """The report of ``layout``'s block, whose first ``written`` pieces are written."""
         ahead = layout.pieces[written:]
         return cls(
@@ -217,8 +217,8 @@ class BlockRunner:
         plan = self.plan
         layout = PieceLayout(block, plan.piece_size, plan.patch_intervals(block))
         pieces = layout.pieces
-        state = BlockState(self.state, block.id, plan.piece_size)
-        progress = self._resume(state, layout) if len(pieces) > 1 else Progress()
+        state = PieceState(self.state, block.id, plan.piece_size)
+        progress = self._resume(state, layout) if len(pieces) > 1 else PiecesWritten()
         clock = _Clock()
         retries = retries_so_far()
         first = None
@@ -233,7 +233,7 @@ class BlockRunner:
             progress = self._compute_pieces(layout, state, progress, first, clock)
         return self._finish(layout, state, progress, clock, retries_so_far() - retries)
 
-    def _resume(self, state: BlockState, layout: PieceLayout) -> Progress:
+    def _resume(self, state: PieceState, layout: PieceLayout) -> PiecesWritten:
         """The progress of an earlier job on this block, if its carried sums are all there."""
         progress = state.resume()
         if progress.written == 0:
@@ -255,7 +255,7 @@ class BlockRunner:
                 missing[0],
             )
             state.clear()
-            return Progress()
+            return PiecesWritten()
         log.info("block %s: resuming at piece %d of %d", layout.block.id, written + 1, len(pieces))
         return progress
 
@@ -268,13 +268,13 @@ class BlockRunner:
         chunk_box, raw = read_patch_input(self.plan, self._input, patches, where)
         return _Input(patches, chunk_box, raw, input_digest(raw), time.time() - started)
 
-    def _all_background(self, layout: PieceLayout, first: _Input, clock: _Clock) -> Progress:
+    def _all_background(self, layout: PieceLayout, first: _Input, clock: _Clock) -> PiecesWritten:
         """A skipped block's progress if the block's whole input is background
         (``input.background``), else none: the pieces' inputs are read only until one is not
         (``first``, piece 0's, is read already)."""
         background = self.plan.settings.input.background
         if background is None:
-            return Progress()
+            return PiecesWritten()
         chain = None
         for piece in layout.pieces:
             read = first if piece == layout.pieces[0] else self._read(layout, piece)
@@ -283,21 +283,21 @@ class BlockRunner:
                 clock.io_wait += read.seconds
             if read.raw is not None:
                 if not np.all(read.raw == background):
-                    return Progress()
+                    return PiecesWritten()
                 chain = chain_digest(chain, read.digest)
-        return Progress(skipped=True, input_digest=chain)
+        return PiecesWritten(skipped=True, input_digest=chain)
 
     def _compute_pieces(
         self,
         layout: PieceLayout,
-        state: BlockState,
-        progress: Progress,
+        state: PieceState,
+        progress: PiecesWritten,
         first: _Input | None,
         clock: _Clock,
-    ) -> Progress:
+    ) -> PiecesWritten:
         pieces = layout.pieces
         streamed = len(pieces) > 1
-        report = ProgressReport.resuming(layout, progress.written)
+        report = ProgressLines.resuming(layout, progress.written)
         with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
             start = progress.written
             next_read = (
@@ -306,7 +306,7 @@ class BlockRunner:
                 else reader.submit(self._read, layout, pieces[start])
             )
             recent: dict[tuple[str, str], np.ndarray] = {}  # carried by the previous piece
-            pending: Future[Progress] | None = None
+            pending: Future[PiecesWritten] | None = None
             for k in range(start, len(pieces)):
                 piece = pieces[k]
                 waiting = time.time()
@@ -346,7 +346,7 @@ class BlockRunner:
     def _compute(
         self,
         layout: PieceLayout,
-        state: BlockState,
+        state: PieceState,
         piece: Block,
         read: _Input,
         recent: dict[tuple[str, str], np.ndarray],
@@ -398,14 +398,14 @@ class BlockRunner:
 
     def _write_piece(
         self,
-        state: BlockState | None,
+        state: PieceState | None,
         piece: Block,
         result: np.ndarray,
         outgoing: dict[Block, np.ndarray],
         sources: list[Block],
-        progress: Progress,
+        progress: PiecesWritten,
         clock: _Clock,
-    ) -> Progress:
+    ) -> PiecesWritten:
         """Write the piece, then (for a block of several pieces) its carried sums and the
         block's progress: in that order, so a piece counted as written is whole."""
         started = time.time()
@@ -427,8 +427,8 @@ class BlockRunner:
         return result[0] if self._output.info.channels is None else result
 
     def _write_zeros(
-        self, layout: PieceLayout, state: BlockState, progress: Progress, clock: _Clock
-    ) -> Progress:
+        self, layout: PieceLayout, state: PieceState, progress: PiecesWritten, clock: _Clock
+    ) -> PiecesWritten:
         """A block of background: zeros, piece by piece, nothing inferred."""
         streamed = len(layout.pieces) > 1
         channels = self._output.info.channels or 1
@@ -444,8 +444,8 @@ class BlockRunner:
     def _finish(
         self,
         layout: PieceLayout,
-        state: BlockState,
-        progress: Progress,
+        state: PieceState,
+        progress: PiecesWritten,
         clock: _Clock,
         retries: int,
     ) -> DoneMarker:

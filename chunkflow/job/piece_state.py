@@ -39,7 +39,7 @@ def chain_digest(previous: str | None, piece_sha256: str) -> str:
 
 
 @dataclass(frozen=True)
-class Progress:
+class PiecesWritten:
     """How far a block got: pieces written (in order), the checksum chain over their output,
     and the digest chain over the input they read (``input_digest``)."""
 
@@ -54,8 +54,8 @@ def input_digest(raw: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(raw).data, digest_size=16).hexdigest()
 
 
-class BlockState:
-    """Progress and carried partial sums of one block, for one fingerprint and piece size."""
+class PieceState:
+    """PiecesWritten and carried partial sums of one block, for one fingerprint and piece size."""
 
     def __init__(self, state: RunState, block_id: str, piece_size: Vec) -> None:
         self._state, self._block = state, block_id
@@ -69,7 +69,7 @@ class BlockState:
     def _carry_file(self, source: Block, target: Block) -> Path:
         return self._state.carried_sum(self._block, target.id, source.id)
 
-    def resume(self) -> Progress:
+    def resume(self) -> PiecesWritten:
         """The progress recorded for these settings; none (and the state cleared) when there is
         no state or it belongs to other settings."""
         try:
@@ -78,14 +78,14 @@ class BlockState:
             data = None
         if not isinstance(data, dict) or any(data.get(k) != v for k, v in self._identity.items()):
             self.clear()
-            return Progress()
+            return PiecesWritten()
         try:
-            return Progress(
+            return PiecesWritten(
                 **{k: data[k] for k in ("written", "digest", "skipped", "input_digest")}
             )
         except KeyError:
             self.clear()
-            return Progress()
+            return PiecesWritten()
 
     def missing_carries(self, pairs: list[tuple[Block, Block]]) -> list[str]:
         """The carried sums of ``pairs`` (source, target) that are not on disk."""
@@ -93,7 +93,7 @@ class BlockState:
             self._carry_file(s, t).name for s, t in pairs if not self._carry_file(s, t).exists()
         ]
 
-    def record(self, progress: Progress) -> None:
+    def record(self, progress: PiecesWritten) -> None:
         """Count pieces as written: after their output and their carried sums are stored."""
         write_json_atomic(
             self._progress_file,

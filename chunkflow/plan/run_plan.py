@@ -36,7 +36,6 @@ from chunkflow.volumes import (
     open_input,
     output_backend,
     refuse_mismatch,
-    refuse_other_results,
 )
 
 
@@ -161,6 +160,24 @@ class RunPlan:
             lattice_count, self.roi.shape, self.geometry.output_size, self.geometry.stride
         )
         return z * y * x
+
+
+def refuse_other_results(volume: Volume, fingerprint: str) -> None:
+    """Refuse the open output ``volume``, untouched, unless it records the result
+    ``fingerprint``: its blocks hold another run's results (or of unknown settings)."""
+    if volume.info.fingerprint != fingerprint:
+        raise other_results(volume, fingerprint)
+
+
+def other_results(volume: Volume, fingerprint: str) -> VolumeError:
+    """The one-line error for an output that does not record the result ``fingerprint``."""
+    stored = volume.info.fingerprint
+    held = f"fingerprint {stored}" if stored else "no result fingerprint"
+    return VolumeError(
+        f"output '{volume.path}' holds the results of other settings ({held}; this config's is "
+        f"{fingerprint}); set output.replace: true to recompute every block into it, or choose "
+        "another output.path"
+    )
 
 
 def _resolve_roi(settings: Settings, bounds: Box) -> Box:

@@ -16,7 +16,7 @@ from typing import Any
 
 from chunkflow.errors import VolumeError
 from chunkflow.geometry.grid import BlockGrid
-from chunkflow.plan.run_plan import RunPlan
+from chunkflow.plan.run_plan import RunPlan, other_results, refuse_other_results
 from chunkflow.state.files import set_aside, write_json_atomic
 from chunkflow.state.markers import MarkerCensus, read_markers
 from chunkflow.state.model_facts import model_facts
@@ -24,10 +24,8 @@ from chunkflow.state.run_state import RunState
 from chunkflow.volumes import (
     Volume,
     find_output,
-    other_results,
     output_backend,
     refuse_mismatch,
-    refuse_other_results,
 )
 
 

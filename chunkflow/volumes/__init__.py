@@ -21,7 +21,7 @@ from chunkflow.volumes.stores import StorageOptions
 from chunkflow.volumes.zarr_volume import ZarrVolume
 
 if TYPE_CHECKING:
-    from chunkflow.settings import InputSettings, OutputSettings
+    from chunkflow.volumes.options import InputOptions, OutputOptions
 
 __all__ = [
     "BACKENDS",
@@ -34,12 +34,10 @@ __all__ = [
     "open_input",
     "open_output",
     "open_volume",
-    "other_results",
     "output_backend",
     "StorageOptions",
     "read_padded",
     "refuse_mismatch",
-    "refuse_other_results",
     "volume_exists",
 ]
 
@@ -55,7 +53,7 @@ def _serving(path: str, options: StorageOptions | None = None) -> type[Volume] |
     return next((b for b in BACKENDS if b.handles(path, options)), None)
 
 
-def check_output_options(output: OutputSettings) -> None:
+def check_output_options(output: OutputOptions) -> None:
     """Refuse, from the config alone, storage options the output's format does not have; an
     output whose format is unknown is refused by the plan."""
     backend = _serving(output.path, output.storage_options)
@@ -97,24 +95,24 @@ def open_volume(
     return backend(path, mode=mode, mip=mip, options=options)  # type: ignore[call-arg]
 
 
-def open_input(input: InputSettings) -> Volume:
+def open_input(input: InputOptions) -> Volume:
     """The run's input volume, at the configured scale, reached with its storage options."""
     return open_volume(input.path, mip=input.mip, options=input.storage_options)
 
 
-def open_output(output: OutputSettings, mode: str = "r") -> Volume:
+def open_output(output: OutputOptions, mode: str = "r") -> Volume:
     """The run's output volume, reached with its storage options."""
     return open_volume(output.path, mode=mode, options=output.storage_options)
 
 
-def find_output(output: OutputSettings, mode: str = "r") -> Volume | None:
+def find_output(output: OutputOptions, mode: str = "r") -> Volume | None:
     """``open_output``, or None when nothing exists at the output's path yet."""
     if not volume_exists(output.path, output.storage_options):
         return None
     return open_output(output, mode)
 
 
-def refuse_mismatch(volume: Volume, info: VolumeInfo, output: OutputSettings) -> None:
+def refuse_mismatch(volume: Volume, info: VolumeInfo, output: OutputOptions) -> None:
     """Refuse the open output ``volume``, untouched, unless it matches ``info`` and the format
     options of ``output``."""
     diffs = info.differences(volume.info) + volume.format_mismatches(output)
@@ -125,25 +123,7 @@ def refuse_mismatch(volume: Volume, info: VolumeInfo, output: OutputSettings) ->
         )
 
 
-def refuse_other_results(volume: Volume, fingerprint: str) -> None:
-    """Refuse the open output ``volume``, untouched, unless it records the result
-    ``fingerprint``: its blocks hold another run's results (or of unknown settings)."""
-    if volume.info.fingerprint != fingerprint:
-        raise other_results(volume, fingerprint)
-
-
-def other_results(volume: Volume, fingerprint: str) -> VolumeError:
-    """The one-line error for an output that does not record the result ``fingerprint``."""
-    stored = volume.info.fingerprint
-    held = f"fingerprint {stored}" if stored else "no result fingerprint"
-    return VolumeError(
-        f"output '{volume.path}' holds the results of other settings ({held}; this config's is "
-        f"{fingerprint}); set output.replace: true to recompute every block into it, or choose "
-        "another output.path"
-    )
-
-
-def create_or_check(path: str, info: VolumeInfo, output: OutputSettings) -> tuple[Volume, bool]:
+def create_or_check(path: str, info: VolumeInfo, output: OutputOptions) -> tuple[Volume, bool]:
     """Create the output volume, or reuse an existing one that matches ``info`` exactly.
 
     Returns the volume and whether it was created. A mismatching store is refused, never touched.

@@ -14,7 +14,7 @@ from chunkflow.geometry.boxes import Box, Vec
 from chunkflow.volumes.stores import StorageOptions, location_exists
 
 if TYPE_CHECKING:
-    from chunkflow.settings import OutputSettings
+    from chunkflow.volumes.options import OutputOptions
 
 
 @dataclass(frozen=True)
@@ -110,12 +110,12 @@ class Volume(ABC):
         return location_exists(path, options)
 
     @classmethod
-    def create(cls, path: str, info: VolumeInfo, output: OutputSettings) -> Volume:
+    def create(cls, path: str, info: VolumeInfo, output: OutputOptions) -> Volume:
         """Create the output volume at ``path``; the default: this format is read-only."""
         raise VolumeError(f"chunkflow cannot write {cls.__name__} outputs ('{path}')")
 
     @classmethod
-    def check_options(cls, output: OutputSettings) -> None:
+    def check_options(cls, output: OutputOptions) -> None:
         """Raise a ConfigError for storage options this format does not have, judged from the
         config alone; by default only precomputed's ``encoding`` is refused."""
         if output.encoding != "raw":
@@ -125,12 +125,12 @@ class Volume(ABC):
             )
 
     @classmethod
-    def check_layout(cls, output: OutputSettings, shape: Vec) -> None:
+    def check_layout(cls, output: OutputOptions, shape: Vec) -> None:
         """Raise a ConfigError if an output of ``shape`` cannot be stored as ``output`` asks;
         every layout the config allows is possible by default."""
         return None
 
-    def format_mismatches(self, output: OutputSettings) -> list[str]:
+    def format_mismatches(self, output: OutputOptions) -> list[str]:
         """How this volume's format options differ from ``output``'s, e.g. ``zarr format 2
         (expected 3)``; none by default."""
         return []

@@ -25,7 +25,7 @@ from chunkflow.volumes.attributes import FINGERPRINT_ATTR, info_from_attrs
 from chunkflow.volumes.base import Volume, VolumeInfo, refuse_mip
 
 if TYPE_CHECKING:
-    from chunkflow.settings import OutputSettings
+    from chunkflow.volumes.options import OutputOptions
     from chunkflow.volumes.stores import StorageOptions
 
 SPELLING = re.compile(r"^(?P<file>.+\.(h5|hdf5|hdf))(:(?P<dataset>/.*))?$")
@@ -92,7 +92,7 @@ class HDF5Volume(Volume):
         return match is not None and Path(match["file"]).exists()
 
     @classmethod
-    def create(cls, path: str, info: VolumeInfo, output: OutputSettings) -> HDF5Volume:
+    def create(cls, path: str, info: VolumeInfo, output: OutputOptions) -> HDF5Volume:
         """The file with an empty virtual dataset carrying the metadata; no parts yet."""
         if output.shard_size is not None:
             raise VolumeError("output.shard_size applies to zarr outputs; remove it for HDF5")
@@ -101,7 +101,7 @@ class HDF5Volume(Volume):
         _write_vds(file, dataset, info, [], Path(f"{file}.parts"))
         return cls(path, mode="r+")
 
-    def format_mismatches(self, output: OutputSettings) -> list[str]:
+    def format_mismatches(self, output: OutputOptions) -> list[str]:
         if output.shard_size is not None:
             return [f"sharding (HDF5 has none; expected shard_size {list(output.shard_size)})"]
         return []

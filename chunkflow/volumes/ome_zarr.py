@@ -20,7 +20,7 @@ from chunkflow.volumes.stores import StorageOptions, location_exists, read_metad
 from chunkflow.volumes.zarr_volume import ZarrVolume, create_array
 
 if TYPE_CHECKING:
-    from chunkflow.settings import OutputSettings
+    from chunkflow.volumes.options import OutputOptions
 
 NANOMETRES = {
     "angstrom": 0.1,
@@ -108,7 +108,7 @@ class OmeZarrVolume(ZarrVolume):
         return location_exists(_split(path, options)[0], options)
 
     @classmethod
-    def create(cls, path: str, info: VolumeInfo, output: OutputSettings) -> OmeZarrVolume:
+    def create(cls, path: str, info: VolumeInfo, output: OutputOptions) -> OmeZarrVolume:
         """An image group with one scale, ``0``, holding the array the blocks write into."""
         import zarr
 

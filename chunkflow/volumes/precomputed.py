@@ -26,7 +26,7 @@ from chunkflow.volumes.stores import (
 )
 
 if TYPE_CHECKING:
-    from chunkflow.settings import OutputSettings
+    from chunkflow.volumes.options import OutputOptions
 
 PREFIXES = ("precomputed://", "file://", "gs://", "s3://")
 DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "float32")
@@ -196,12 +196,12 @@ class PrecomputedVolume(Volume):
             ) from None
 
     @classmethod
-    def check_options(cls, output: OutputSettings) -> None:
+    def check_options(cls, output: OutputOptions) -> None:
         """Every encoding and sharding the config allows is possible in precomputed."""
         return None
 
     @classmethod
-    def check_layout(cls, output: OutputSettings, shape: Vec) -> None:
+    def check_layout(cls, output: OutputOptions, shape: Vec) -> None:
         """Refuse a data type precomputed lacks, and a ``shard_size`` that no precomputed
         sharding of an output of ``shape`` has."""
         if output.dtype not in DTYPES:
@@ -213,7 +213,7 @@ class PrecomputedVolume(Volume):
             sharding_spec(shape, output.chunk_size, output.shard_size, output.encoding)
 
     @classmethod
-    def create(cls, path: str, info: VolumeInfo, output: OutputSettings) -> PrecomputedVolume:
+    def create(cls, path: str, info: VolumeInfo, output: OutputOptions) -> PrecomputedVolume:
         """Write the info of a precomputed image with the geometry of ``info``, sharded when
         ``output.shard_size`` is set."""
         from cloudvolume import CloudVolume
@@ -257,7 +257,7 @@ class PrecomputedVolume(Volume):
         self.extra = self.cv.info[INFO_KEY]
         self.info = replace(self.info, fingerprint=fingerprint)
 
-    def format_mismatches(self, output: OutputSettings) -> list[str]:
+    def format_mismatches(self, output: OutputOptions) -> list[str]:
         """What of the stored format, beyond the geometry, disagrees with ``output``."""
         out = []
         if self.scale.get("encoding") != "raw":

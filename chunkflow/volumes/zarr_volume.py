@@ -15,7 +15,7 @@ from chunkflow.volumes.base import Volume, VolumeInfo, refuse_mip, shard_size_mi
 from chunkflow.volumes.stores import StorageOptions, read_metadata, zarr_store
 
 if TYPE_CHECKING:
-    from chunkflow.settings import OutputSettings
+    from chunkflow.volumes.options import OutputOptions
 
 
 def is_zarr_array(path: str, options: StorageOptions | None = None) -> bool:
@@ -69,7 +69,7 @@ class ZarrVolume(Volume):
         self.array[index] = data
 
     @classmethod
-    def check_options(cls, output: OutputSettings) -> None:
+    def check_options(cls, output: OutputOptions) -> None:
         super().check_options(output)
         if output.shard_size is not None and output.zarr_format != 3:
             raise ConfigError(
@@ -77,7 +77,7 @@ class ZarrVolume(Volume):
                 "set zarr_format: 3 or remove shard_size"
             )
 
-    def format_mismatches(self, output: OutputSettings) -> list[str]:
+    def format_mismatches(self, output: OutputOptions) -> list[str]:
         out = []
         if self.zarr_format != output.zarr_format:
             out.append(f"zarr format {self.zarr_format} (expected {output.zarr_format})")
@@ -90,7 +90,7 @@ class ZarrVolume(Volume):
         self.info = replace(self.info, fingerprint=fingerprint)
 
     @classmethod
-    def create(cls, path: str, info: VolumeInfo, output: OutputSettings) -> ZarrVolume:
+    def create(cls, path: str, info: VolumeInfo, output: OutputOptions) -> ZarrVolume:
         """Create an array at ``path`` with the geometry of ``info``: (c, z, y, x) or (z, y, x)."""
         create_array(path, info, output.zarr_format, output.shard_size, output.storage_options)
         return cls(path, mode="r+", options=output.storage_options)

@@ -1,8 +1,6 @@
 import sys
 from pathlib import Path
 
-from snakemake.utils import validate
-
 from chunkflow.errors import ChunkflowError
 from chunkflow.app.snakemake_adapter import prepare
 
@@ -15,7 +13,9 @@ from chunkflow.app.snakemake_adapter import prepare
 # s3://…), refuse an output that is gone while the bucket's state records it
 # (WorkflowRun.check_state_in_bucket; reconcile sees the local state dir only).
 try:
-    RUN = prepare(config)
+    # A job's re-parse (e.g. a SLURM job) reads the plan's facts that the main process
+    # recorded, and plans nothing: the job's own command parses the config and plans once.
+    RUN = prepare(config, main=workflow.is_main_process)
     if workflow.is_main_process:
         RUN.check_model()
         if (prefix := workflow.storage_settings.default_storage_prefix or "").startswith("s3://"):
@@ -30,10 +30,6 @@ try:
 except ChunkflowError as err:
     sys.stderr.write(f"chunkflow: error: {err}\n")
     sys.exit(1)
-
-# prepare() has checked `config` against this schema with one-line errors; this fills in its
-# defaults (and validates again, which cannot fail now).
-validate(config, "../schemas/config.schema.yaml")
 
 # Each rule's code is a script in scripts/, given as params.script and run through `shell:` by
 # `python` (prepare() put the bin folder of the Python that runs Snakemake first on PATH). Editing

@@ -37,7 +37,7 @@ rule infer_block:
         script=SCRIPTS / "infer_block.py",
         config=RUN.config_path,
         fingerprint=RUN.fingerprint,
-    threads: RUN.plan.settings.inference.threads
+    threads: RUN.threads
     resources:
         mem_mb=RUN.job_mem_mb,
         runtime=lambda wildcards, attempt: RUN.job_runtime_min * attempt,
