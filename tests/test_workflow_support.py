@@ -150,8 +150,14 @@ def test_a_jobs_reparse_of_the_workflow_reads_the_recorded_facts(small_config, m
         main.plan.settings.inference.threads,
     )
     # nothing recorded (the state dir on a file system the node does not share): it plans
-    main.config_path.with_suffix(".facts.json").unlink()
+    (recorded,) = Path(small_config["state_dir"], "plans").iterdir()
+    recorded.unlink()
     assert prepare(small_config, main=False).facts == main.facts and len(plans) == 1
+    # a model file changed since: the facts recorded for it do not serve
+    assert prepare(small_config).facts == main.facts and recorded.exists()
+    model = Path(small_config["model"]["path"])
+    model.write_bytes(model.read_bytes() + b"\0")
+    assert prepare(small_config, main=False).fingerprint != main.fingerprint
 
 
 def test_a_block_job_parses_its_config_and_plans_once(small_config, monkeypatch, capsys):

@@ -1,8 +1,7 @@
 """What the Snakefile needs from a config: block ids, the result fingerprint, the paths of its
 targets (asked of the run's ``RunState``), job resources.
 
-The main snakemake process plans the run and records these ``JobFacts`` beside the stored
-config; a job's re-parse of the Snakefile (a SLURM job) reads them instead of planning again,
+The main snakemake process plans the run and records these ``JobFacts``; a job's re-parse of the Snakefile (a SLURM job) reads them instead of planning again,
 so that a block job parses its config and plans once: in its own command.
 
 Pure Python (no Snakemake import), so it is unit-tested like the rest of the package.
@@ -295,7 +294,8 @@ def prepare(config: dict[str, Any], main: bool = True) -> WorkflowRun:
     the ``JobFacts`` beside it; in a job's re-parse (``main`` false), read those facts instead
     (and plan only if they are not there: state on another file system).
 
-    The stored copy is named by its content (``RunState.stored_config``), and never
+    The stored copy is named by its content (``RunState.stored_config``), the facts by what
+    they depend on (``RunState.job_facts``), and neither is ever
     rewritten: a snakemake that the lock then refuses changes nothing another run's jobs read.
     Also puts this Python's bin folder first on PATH, so jobs find the `chunkflow` command.
     """
@@ -309,17 +309,35 @@ def prepare(config: dict[str, Any], main: bool = True) -> WorkflowRun:
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     text = yaml.safe_dump(config, sort_keys=True)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    key = _facts_key(text, config)
     if not main:
-        stored = RunState.stored(config.get("state_dir", config_mod.default("state_dir")), digest)
-        facts = JobFacts.read(stored.facts)
+        state_dir = config.get("state_dir", config_mod.default("state_dir"))
+        facts = JobFacts.read(RunState.job_facts(state_dir, key))
         if facts is not None:
-            return WorkflowRun(facts, stored.config, config)
+            return WorkflowRun(facts, RunState.stored_config(state_dir, digest), config)
     plan = make_plan(config_mod.parse(config))
     plan.blocks  # noqa: B018 (reads the mask, if any: its mistakes are one-line errors here)
     facts = JobFacts.of(plan)  # hashes the model file now, once (the fingerprint)
-    stored = RunState.stored(plan.settings.state_dir, digest)
-    if not stored.config.exists():
-        write_text_atomic(stored.config, text)
-    if JobFacts.read(stored.facts) != facts:
-        write_json_atomic(stored.facts, asdict(facts))
-    return WorkflowRun(facts, stored.config, config, plan)
+    stored = RunState.stored_config(plan.settings.state_dir, digest)
+    if not stored.exists():
+        write_text_atomic(stored, text)
+    recorded = RunState.job_facts(plan.settings.state_dir, key)
+    if not recorded.exists():  # named by what it depends on: never rewritten
+        write_json_atomic(recorded, asdict(facts))
+    return WorkflowRun(facts, stored, config, plan)
+
+
+def _facts_key(text: str, config: dict[str, Any]) -> str:
+    """What the ``JobFacts`` of a config depend on, without reading the model: the config's
+    text, and the size and modification time of its model files (their content is checked by
+    the job itself, against the fingerprint the facts hold)."""
+    model = config.get("model", {})
+    stamps = []
+    for path in (model.get("path"), model.get("weights")):
+        try:
+            stat = os.stat(path) if path else None
+        except OSError:
+            stat = None
+        stamps.append(None if stat is None else [stat.st_size, stat.st_mtime_ns])
+    what = json.dumps([text, stamps])
+    return hashlib.sha256(what.encode()).hexdigest()[:32]

@@ -7,8 +7,8 @@
   output/<fingerprint>.json           the record that this run made the output for a fingerprint
   finished.json                       the record that the output was made whole (HDF5)
   settings/<fingerprint>.json         each fingerprint's settings (setting_changes.py)
-  configs/<digest>.yaml               the configs the workflow's jobs read, named by content,
-  configs/<digest>.facts.json         and what their jobs' re-parse of the workflow needs
+  configs/<digest>.yaml               the configs the workflow's jobs read, named by content
+  plans/<key>.json                    what a job's re-parse of the workflow needs of the plan
   model_checks/<key>.json             the model probe's cached facts (model_facts.py)
   logs/<rule>.log, logs/<rule>/<job>.log   job logs
   summary.json, summary.txt, report.html   the run summary and the HTML report
@@ -39,14 +39,6 @@ def require_run(state_dir: str | Path) -> None:
             f"no run here: its state directory '{Path(state_dir).resolve()}' does not exist; "
             "name the run directory with -d (relative paths in the config are taken from it)"
         )
-
-
-@dataclass(frozen=True)
-class StoredConfig:
-    """A stored config (YAML) and its plan's facts for a job's re-parse of the workflow."""
-
-    config: Path
-    facts: Path
 
 
 @dataclass(frozen=True)
@@ -133,12 +125,15 @@ class RunState:
         return self.root / "settings" / f"{fingerprint or self.fingerprint}.json"
 
     @staticmethod
-    def stored(state_dir: str | Path, digest: str) -> StoredConfig:
-        """The copy of a config that the workflow's jobs read, named by its content
-        (``digest``), and the facts of its plan recorded beside it (no fingerprint: these
-        are read before the run is planned)."""
-        folder = Path(state_dir) / "configs"
-        return StoredConfig(folder / f"{digest}.yaml", folder / f"{digest}.facts.json")
+    def stored_config(state_dir: str | Path, digest: str) -> Path:
+        """The copy of a config that the workflow's jobs read, named by its content."""
+        return Path(state_dir) / "configs" / f"{digest}.yaml"
+
+    @staticmethod
+    def job_facts(state_dir: str | Path, key: str) -> Path:
+        """What a job's re-parse of the workflow needs of the plan of the config and model
+        files that ``key`` names (no fingerprint: these are read before any is computed)."""
+        return Path(state_dir) / "plans" / f"{key}.json"
 
     def model_check(self, key: str) -> Path:
         """The cached facts of the model probe with ``key``."""
