@@ -129,3 +129,22 @@ def test_damaged_piece_state_is_discarded_with_a_warning_and_the_block_recompute
         marker["output_sha256"]
         == json.loads(next(clean.glob("*/z0_y0_x0.json")).read_text())["output_sha256"]
     )
+
+
+def test_running_out_of_memory_is_one_line_naming_the_knobs(small_config, tmp_path):
+    """A batch far beyond the machine's memory: the model check before any job allocates it."""
+    import subprocess
+    import sys
+
+    import yaml
+    from helpers import config_with
+
+    path = tmp_path / "huge.yaml"
+    path.write_text(yaml.safe_dump(config_with(small_config, **{"inference.batch_size": 10**9})))
+    chunkflow = str(Path(sys.executable).with_name("chunkflow"))
+    result = subprocess.run(
+        [chunkflow, "plan", "--config", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("chunkflow: error: out of memory (") and "inference.batch_size" in line
