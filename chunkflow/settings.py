@@ -23,6 +23,7 @@ class InputSettings:
     mip: int = 0
     background: float | None = 0
     storage_options: dict[str, Any] | None = None  # how to reach an object store
+    fill_missing: bool = False  # a chunk missing from the store reads as the fill value
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,8 @@ class Settings:
         blocks, not their values), ``verify``, ``output.replace`` and the state directory are
         left out: changing them must not rerun finished blocks; so are the volumes'
         ``storage_options`` (endpoints, credentials: where the data is reached, not what it
-        is). Without test-time augmentation,
+        is) and ``input.fill_missing`` (whether a missing chunk fails a block or reads as the
+        fill value; each marker counts those it read). Without test-time augmentation,
         ``tta`` and ``model.affinity_axes`` cannot change the numbers and are left out too.
         """
         inference = asdict(self.inference)
@@ -119,7 +121,7 @@ class Settings:
         if self.inference.non_finite == "fail":  # the default: earlier fingerprints stay valid
             inference.pop("non_finite")
         return {
-            "input": _without(asdict(self.input), "storage_options"),
+            "input": _without(asdict(self.input), "storage_options", "fill_missing"),
             "output": _without(asdict(self.output), "replace", "storage_options"),
             "roi": [self.roi_offset, self.roi_size],
             "block_size": self.block_size,

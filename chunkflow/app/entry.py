@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from chunkflow.errors import ChunkflowError, os_error_hint
+from chunkflow.errors import ChunkflowError, first_line, os_error_hint
 
 
 def run_main(main: Callable[[], object], verbose: bool = False) -> int:
@@ -35,4 +35,26 @@ def run_main(main: Callable[[], object], verbose: bool = False) -> int:
     except OSError as err:  # a path that cannot be written or read: no traceback for that
         print(f"chunkflow: error: {err}; {os_error_hint(err)}", file=sys.stderr)
         return 1
+    except (MemoryError, RuntimeError) as err:
+        if not out_of_memory(err):
+            raise
+        print(
+            f"chunkflow: error: out of memory ({first_line(err)}); {OOM_HINT}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+OOM_HINT = (
+    "lower inference.batch_size or piece_size (`chunkflow plan` prints a job's memory), or "
+    "give the job more memory (SLURM: mem_mb)"
+)
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` says an allocation failed: Python's MemoryError, or PyTorch's (a
+    RuntimeError: "can't allocate memory" on the CPU, ``torch.OutOfMemoryError`` on a GPU)."""
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return True
+    return "can't allocate memory" in str(err) or "out of memory" in str(err)

@@ -4,8 +4,11 @@ plus a weights file."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import io
+import types
 import warnings
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,12 +29,39 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _combined(model_digest: str, weights_digest: str | None) -> str:
+    """The model's digest: its file's sha256; for a .py model, of its source and weights."""
+    if weights_digest is None:
+        return model_digest
+    return hashlib.sha256(f"{model_digest}:{weights_digest}".encode()).hexdigest()
+
+
 def model_sha256(settings: ModelSettings) -> str:
-    """sha256 of the model file; for a .py model, of its source and weights file together."""
-    digest = file_sha256(settings.path)
-    if settings.weights is None:
-        return digest
-    return hashlib.sha256(f"{digest}:{file_sha256(settings.weights)}".encode()).hexdigest()
+    """sha256 of the model file; for a .py model, of its source and weights file together
+    (read in pieces: the digest a plan records without holding the model in memory)."""
+    weights = None if settings.weights is None else file_sha256(settings.weights)
+    return _combined(file_sha256(settings.path), weights)
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A model's file and weights file as bytes, read once: the bytes that are hashed
+    (``sha256``, as ``model_sha256`` hashes the files) are the bytes that are loaded."""
+
+    settings: ModelSettings
+    data: bytes
+    weights: bytes | None = None
+
+    @classmethod
+    def read(cls, settings: ModelSettings) -> ModelFiles:
+        check_model_files(settings)
+        weights = None if settings.weights is None else Path(settings.weights).read_bytes()
+        return cls(settings, Path(settings.path).read_bytes(), weights)
+
+    @cached_property
+    def sha256(self) -> str:
+        weights = None if self.weights is None else hashlib.sha256(self.weights).hexdigest()
+        return _combined(hashlib.sha256(self.data).hexdigest(), weights)
 
 
 def check_model_files(settings: ModelSettings) -> None:
@@ -50,18 +80,19 @@ def check_model_files(settings: ModelSettings) -> None:
         raise ConfigError(f"model.weights '{settings.weights}' not found; check the path")
 
 
-def _from_python_file(path: str, weights: str) -> torch.nn.Module:
+def _from_python_source(files: ModelFiles) -> torch.nn.Module:
     import torch
 
-    spec = importlib.util.spec_from_file_location(f"chunkflow_user_model_{Path(path).stem}", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    path, weights = files.settings.path, files.settings.weights
+    module = types.ModuleType(f"chunkflow_user_model_{Path(path).stem}")
+    module.__file__ = path
+    exec(compile(files.data, path, "exec"), module.__dict__)
     build = getattr(module, "build_model", None)
     if build is None:
         raise ModelError(f"'{path}' defines no build_model(); add one returning the network")
     network = build()
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(files.weights), map_location="cpu", weights_only=True)  # type: ignore[arg-type]
         network.load_state_dict(state)
     except Exception as err:
         raise ModelError(
@@ -70,13 +101,13 @@ def _from_python_file(path: str, weights: str) -> torch.nn.Module:
     return network
 
 
-def holds_only_weights(path: str) -> bool:
-    """Whether ``path`` is a torch.save'd state dict (names to tensors), or a training
+def holds_only_weights(data: bytes) -> bool:
+    """Whether ``data`` is a torch.save'd state dict (names to tensors), or a training
     checkpoint holding one: weights without the network, which users often give as model.path."""
     import torch
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception:
         return False
 
@@ -88,35 +119,38 @@ def holds_only_weights(path: str) -> bool:
     )
 
 
-def load_model(settings: ModelSettings, device: torch.device) -> torch.nn.Module | OnnxModel:
-    """The network in eval mode on ``device``.
+def load_model(
+    model: ModelSettings | ModelFiles, device: torch.device
+) -> torch.nn.Module | OnnxModel:
+    """The network in eval mode on ``device``, loaded from the ``ModelFiles`` bytes (read now
+    when given the settings).
 
     An .onnx model runs in ONNX Runtime with ``torch.get_num_threads()`` intra-op threads on the
     CPU (the block runner sets that from ``inference.threads``).
     """
     import torch
 
-    check_model_files(settings)
-    path = settings.path
+    files = model if isinstance(model, ModelFiles) else ModelFiles.read(model)
+    path = files.settings.path
     if path.endswith(".onnx"):
         from chunkflow.engine.onnx_engine import OnnxModel
 
-        return OnnxModel(path, device, torch.get_num_threads())
+        return OnnxModel(path, device, torch.get_num_threads(), files.data)
     try:
         if path.endswith(".py"):
-            network = _from_python_file(path, settings.weights)  # type: ignore[arg-type]
+            network = _from_python_source(files)
         elif path.endswith(".pt2"):
-            network = torch.export.load(path).module()
+            network = torch.export.load(io.BytesIO(files.data)).module()
         else:
             with warnings.catch_warnings():  # TorchScript is deprecated, but users have such files
                 warnings.filterwarnings(
                     "ignore", r"`torch\.jit\.load` is deprecated", DeprecationWarning
                 )
-                network = torch.jit.load(path, map_location="cpu")
+                network = torch.jit.load(io.BytesIO(files.data), map_location="cpu")
     except ModelError:
         raise
     except Exception as err:
-        if holds_only_weights(path):
+        if holds_only_weights(files.data):
             raise ModelError(
                 f"model.path '{path}' holds weights only (a state dict), not a network: set "
                 "model.path to a .py file whose build_model() returns the network, and "

@@ -47,7 +47,10 @@ class OnnxModel:
     device memory through IO binding (no copy through the host).
     """
 
-    def __init__(self, path: str, device: torch.device, threads: int) -> None:
+    def __init__(
+        self, path: str, device: torch.device, threads: int, data: bytes | None = None
+    ) -> None:
+        """The model at ``path``, or in ``data`` (its bytes, read from ``path``) when given."""
         ort = _onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -62,7 +65,8 @@ class OnnxModel:
             # float32 means float32, as in the PyTorch engine: no TF32 (on by default in ORT)
             providers.insert(0, (_CUDA, {"device_id": device.index, "use_tf32": 0}))
         try:
-            self.session = ort.InferenceSession(path, options, providers=providers)
+            model = path if data is None else data
+            self.session = ort.InferenceSession(model, options, providers=providers)
         except Exception as err:
             raise ModelError(f"cannot load ONNX model '{path}': {_one_line(err)}") from None
         if device.type == "cuda" and _CUDA not in self.session.get_providers():

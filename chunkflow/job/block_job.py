@@ -21,7 +21,13 @@ from chunkflow.errors import ConfigError, ModelError, VolumeError
 from chunkflow.geometry.boxes import Box
 from chunkflow.geometry.grid import Block
 from chunkflow.geometry.pieces import PieceLayout
-from chunkflow.job.piece_state import PieceState, PiecesWritten, chain_digest, input_digest
+from chunkflow.job.piece_state import (
+    DamagedState,
+    PieceState,
+    PiecesWritten,
+    chain_digest,
+    input_digest,
+)
 from chunkflow.plan.costs import format_seconds
 from chunkflow.plan.run_plan import RunPlan
 from chunkflow.state.markers import DoneMarker
@@ -103,6 +109,24 @@ class _Clock:
     def waited(self, started: float) -> None:
         """Count the seconds since ``started`` (``time.time()``) as waiting on I/O."""
         self.io_wait += time.time() - started
+
+
+@dataclass(frozen=True)
+class _IOCounts:
+    """This process's I/O counters: object-store requests retried, missing input chunks read
+    as the fill value (``input.fill_missing``)."""
+
+    retries: int
+    missing: int
+
+    @classmethod
+    def now(cls) -> _IOCounts:
+        from chunkflow.volumes.missing_chunks import missing_so_far
+
+        return cls(retries_so_far(), missing_so_far())
+
+    def since(self, earlier: _IOCounts) -> _IOCounts:
+        return _IOCounts(self.retries - earlier.retries, self.missing - earlier.missing)
 
 
 PROGRESS_EVERY_S = 30.0  # a block job's progress lines come at most this often
@@ -197,7 +221,7 @@ class BlockRunner:
         if device.type == "cpu":
             torch.set_num_threads(settings.inference.threads)
         self.predictor = Predictor(
-            model=load_model(settings.model, device),
+            model=load_model(self.plan.model_files, device),  # the bytes the marker names
             geometry=self.plan.geometry,
             blend=settings.inference.blend,
             batch_size=settings.inference.batch_size,
@@ -220,7 +244,7 @@ class BlockRunner:
         state = PieceState(self.state, block.id, plan.piece_size)
         progress = self._resume(state, layout) if len(pieces) > 1 else PiecesWritten()
         clock = _Clock()
-        retries = retries_so_far()
+        counts = _IOCounts.now()
         first = None
         if progress.written == 0:
             first = self._read(layout, pieces[0])
@@ -230,8 +254,13 @@ class BlockRunner:
         if progress.skipped:
             progress = self._write_zeros(layout, state, progress, clock)
         else:
-            progress = self._compute_pieces(layout, state, progress, first, clock)
-        return self._finish(layout, state, progress, clock, retries_so_far() - retries)
+            try:
+                progress = self._compute_pieces(layout, state, progress, first, clock)
+            except DamagedState as err:  # an earlier job's state: never trusted, never stuck
+                log.warning("block %s: %s; computing the block anew", block.id, err)
+                state.clear()
+                return self._stream(block)
+        return self._finish(layout, state, progress, clock, _IOCounts.now().since(counts))
 
     def _resume(self, state: PieceState, layout: PieceLayout) -> PiecesWritten:
         """The progress of an earlier job on this block, if its carried sums are all there."""
@@ -447,7 +476,7 @@ class BlockRunner:
         state: PieceState,
         progress: PiecesWritten,
         clock: _Clock,
-        retries: int,
+        counts: _IOCounts,
     ) -> DoneMarker:
         """Write the block's done-marker, then drop its streaming state."""
         plan, block_box = self.plan, layout.block.box
@@ -470,7 +499,8 @@ class BlockRunner:
             output_sha256=progress.digest,
             input_digest=progress.input_digest,
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            io_retries=retries,
+            io_retries=counts.retries,
+            missing_input_chunks=counts.missing,
         )
         marker.write(self.state)
         state.clear()
@@ -481,7 +511,7 @@ class BlockRunner:
             what,
             marker.timings_s["total"],
             clock.io_wait,
-            retries,
+            counts.retries,
         )
         return marker
 
@@ -493,7 +523,11 @@ def run_blocks(
     state: RunState | None = None,
 ) -> list[DoneMarker]:
     """Run the named blocks of ``plan`` in one process, their state in ``state`` (default: the
-    plan's state dir): `chunkflow run-block` and the workflow's block jobs."""
+    plan's state dir): `chunkflow run-block` and the workflow's block jobs.
+
+    The model's bytes are read first: the fingerprint checked here and recorded in the markers
+    is that of the bytes the blocks are computed with."""
+    plan.model_files  # noqa: B018
     if expect_fingerprint is not None and expect_fingerprint != plan.fingerprint:
         raise ConfigError(
             f"the result-affecting settings changed since the workflow was planned "

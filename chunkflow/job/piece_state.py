@@ -4,7 +4,8 @@ unwritten piece.
 
 It lives in ``RunState.pieces``, ``<state_dir>/pieces/<block id>/``, and is removed once the block's done-marker is
 written (the marker stays the checkpoint that counts). ``progress.json`` names the result
-fingerprint and piece size it belongs to; a state of other settings is discarded. Each carried
+fingerprint and piece size it belongs to, the sha256 of each carried sum still to be read, and
+its own checksum; state of other settings, or failing a check, is discarded. Each carried
 partial sum is one file, written atomically before the piece that made it is counted as
 written, and read by the piece it is carried to.
 """
@@ -12,12 +13,14 @@ written, and read by the piece it is carried to.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,13 +57,27 @@ def input_digest(raw: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(raw).data, digest_size=16).hexdigest()
 
 
+class DamagedState(Exception):
+    """A file of a block's streaming state that fails its check: not to be trusted."""
+
+
+def _checked(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the sha256 of its own canonical JSON, ``sha256``."""
+    text = json.dumps(data, sort_keys=True)
+    return {**data, "sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
 class PieceState:
-    """PiecesWritten and carried partial sums of one block, for one fingerprint and piece size."""
+    """The pieces written and the carried partial sums of one block, for one fingerprint and
+    piece size. ``progress.json`` holds its own checksum and the sha256 of every carried sum
+    still to be read; each file is fsynced before its rename. State that fails a check, or is
+    of other settings, is discarded with one warning naming it: the block is computed anew."""
 
     def __init__(self, state: RunState, block_id: str, piece_size: Vec) -> None:
         self._state, self._block = state, block_id
         self.directory = state.pieces(block_id)
         self._identity = {"fingerprint": state.fingerprint, "piece_size": list(piece_size)}
+        self._carries: dict[str, str] = {}  # file name -> sha256, of the sums still to be read
 
     @property
     def _progress_file(self) -> Path:
@@ -70,51 +87,78 @@ class PieceState:
         return self._state.carried_sum(self._block, target.id, source.id)
 
     def resume(self) -> PiecesWritten:
-        """The progress recorded for these settings; none (and the state cleared) when there is
-        no state or it belongs to other settings."""
+        """The progress recorded for these settings; none (and the state cleared, with a
+        warning unless there was none) when it is missing, damaged or of other settings."""
+        path = self._progress_file
         try:
-            data = json.loads(self._progress_file.read_text())
-        except (OSError, ValueError):
-            data = None
-        if not isinstance(data, dict) or any(data.get(k) != v for k, v in self._identity.items()):
-            self.clear()
-            return PiecesWritten()
-        try:
-            return PiecesWritten(
-                **{k: data[k] for k in ("written", "digest", "skipped", "input_digest")}
-            )
-        except KeyError:
-            self.clear()
-            return PiecesWritten()
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return self._discard(None)
+        except (OSError, ValueError) as err:
+            return self._discard(f"piece progress '{path}' cannot be read ({err})")
+        if not isinstance(data, dict) or _checked(_without_sum(data)) != data:
+            return self._discard(f"piece progress '{path}' fails its checksum")
+        if any(data.get(k) != v for k, v in self._identity.items()):
+            return self._discard(f"piece progress '{path}' is of other settings")
+        self._carries = dict(data["carries"])
+        return PiecesWritten(
+            **{k: data[k] for k in ("written", "digest", "skipped", "input_digest")}
+        )
+
+    def _discard(self, why: str | None) -> PiecesWritten:
+        if why is not None:
+            log.warning("block %s: %s; computing the block anew", self._block, why)
+        self.clear()
+        return PiecesWritten()
 
     def missing_carries(self, pairs: list[tuple[Block, Block]]) -> list[str]:
-        """The carried sums of ``pairs`` (source, target) that are not on disk."""
-        return [
-            self._carry_file(s, t).name for s, t in pairs if not self._carry_file(s, t).exists()
-        ]
+        """The carried sums of ``pairs`` (source, target) that the progress does not name or
+        that are not on disk."""
+        paths = [self._carry_file(s, t) for s, t in pairs]
+        return [p.name for p in paths if p.name not in self._carries or not p.exists()]
 
     def record(self, progress: PiecesWritten) -> None:
         """Count pieces as written: after their output and their carried sums are stored."""
-        write_json_atomic(
-            self._progress_file,
-            {**self._identity, **asdict(progress)},
-        )
+        data = {**self._identity, **asdict(progress), "carries": self._carries}
+        write_json_atomic(self._progress_file, _checked(data))
 
     def save_carry(self, source: Block, target: Block, partial: np.ndarray) -> None:
         path = self._carry_file(source, target)
         path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.save(buffer, partial)
+        data = buffer.getvalue()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
-            np.save(f, partial)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        self._carries[path.name] = hashlib.sha256(data).hexdigest()
 
     def load_carry(self, source: Block, target: Block) -> np.ndarray:
-        return np.load(self._carry_file(source, target))
+        """The sum ``source`` carried to ``target``; DamagedState naming the file when its
+        bytes are not those recorded."""
+        path = self._carry_file(source, target)
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise DamagedState(f"carried sum '{path}' cannot be read ({err})") from None
+        if hashlib.sha256(data).hexdigest() != self._carries.get(path.name):
+            raise DamagedState(f"carried sum '{path}' fails its checksum")
+        return np.load(io.BytesIO(data))
 
     def drop_carries(self, target: Block, sources: list[Block]) -> None:
         """Delete the sums carried to ``target`` once it is counted as written."""
         for source in sources:
-            self._carry_file(source, target).unlink(missing_ok=True)
+            path = self._carry_file(source, target)
+            self._carries.pop(path.name, None)
+            path.unlink(missing_ok=True)
 
     def clear(self) -> None:
+        self._carries = {}
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _without_sum(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k != "sha256"}

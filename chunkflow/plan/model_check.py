@@ -74,7 +74,7 @@ def probe(plan: RunPlan) -> int:
     batch_size = settings.inference.batch_size
     device = torch.device("cpu")
     predictor = Predictor(
-        model=load_model(settings.model, device),
+        model=load_model(plan.model_files, device),
         geometry=plan.geometry,
         blend="constant",
         batch_size=batch_size,

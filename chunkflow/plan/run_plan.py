@@ -7,8 +7,8 @@ from functools import cached_property
 
 import numpy as np
 
-from chunkflow.engine.models import check_model_files, model_sha256
-from chunkflow.errors import ConfigError, VolumeError
+from chunkflow.engine.models import ModelFiles, check_model_files, model_sha256
+from chunkflow.errors import ConfigError, ModelError, VolumeError
 from chunkflow.geometry.boxes import (
     Box,
     Vec,
@@ -122,8 +122,25 @@ class RunPlan:
         return job_memory_bytes(self.piece_size, self.settings.block_size, *self._memory_args())
 
     @cached_property
+    def model_files(self) -> ModelFiles:
+        """The model's bytes, read once: a plan that loads its model hashes what it loads
+        (``model_sha256``). Refused in one line if the file changed since this plan hashed it."""
+        files = ModelFiles.read(self.settings.model)
+        hashed = self.__dict__.get("model_sha256")  # the digest taken from the file before
+        if hashed is not None and hashed != files.sha256:
+            raise ModelError(
+                f"model '{self.settings.model.path}' changed while this process used it "
+                f"(sha256 {hashed[:12]}…, now {files.sha256[:12]}…); rerun once the file "
+                "stays as it is"
+            )
+        return files
+
+    @cached_property
     def model_sha256(self) -> str:
-        """sha256 of the model file(s), read once per plan."""
+        """sha256 of the model file(s): of the bytes loaded once they are (``model_files``),
+        else of the files, read in pieces (planning holds no model in memory)."""
+        if "model_files" in self.__dict__:
+            return self.model_files.sha256
         return model_sha256(self.settings.model)
 
     @cached_property

@@ -62,6 +62,7 @@ class DoneMarker:
     input_digest: str | None  # the pieces' input digests chained (None: no patch read input)
     finished: str  # ISO 8601, local time with offset
     io_retries: int = 0  # object-store requests sent again after a transient error
+    missing_input_chunks: int = 0  # read as the fill value (input.fill_missing)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

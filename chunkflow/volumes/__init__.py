@@ -88,16 +88,25 @@ def volume_exists(path: str, options: StorageOptions | None = None) -> bool:
 
 
 def open_volume(
-    path: str, mode: str = "r", mip: int = 0, options: StorageOptions | None = None
+    path: str,
+    mode: str = "r",
+    mip: int = 0,
+    options: StorageOptions | None = None,
+    fill_missing: bool | None = None,
 ) -> Volume:
-    """Open scale ``mip`` of the volume at ``path``; the format follows from the path."""
+    """Open scale ``mip`` of the volume at ``path``; the format follows from the path.
+    ``fill_missing``: whether a chunk the store lacks reads as the fill value (None: the
+    format's own default; False: a VolumeError naming it)."""
     backend = backend_for(path, options)
-    return backend(path, mode=mode, mip=mip, options=options)  # type: ignore[call-arg]
+    return backend(path, mode=mode, mip=mip, options=options, fill_missing=fill_missing)  # type: ignore[call-arg]
 
 
 def open_input(input: InputOptions) -> Volume:
-    """The run's input volume, at the configured scale, reached with its storage options."""
-    return open_volume(input.path, mip=input.mip, options=input.storage_options)
+    """The run's input volume, at the configured scale, reached with its storage options; a
+    chunk missing from its store is an error unless ``input.fill_missing``."""
+    return open_volume(
+        input.path, mip=input.mip, options=input.storage_options, fill_missing=input.fill_missing
+    )
 
 
 def open_output(output: OutputOptions, mode: str = "r") -> Volume:

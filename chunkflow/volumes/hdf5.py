@@ -58,8 +58,15 @@ class HDF5Volume(Volume):
     assembles_parts = True
 
     def __init__(
-        self, path: str, mode: str = "r", mip: int = 0, options: StorageOptions | None = None
+        self,
+        path: str,
+        mode: str = "r",
+        mip: int = 0,
+        options: StorageOptions | None = None,
+        fill_missing: bool | None = None,
     ) -> None:
+        """``fill_missing`` is taken as given: an HDF5 file is whole or unreadable (a chunk it
+        never allocated was never written, and reads as the fill value)."""
         import h5py
 
         refuse_mip(path, mip)

@@ -79,7 +79,12 @@ class OmeZarrVolume(ZarrVolume):
     ``image.ome.zarr/<dataset path>``. As an output (path ending in ``.ome.zarr``), scale 0."""
 
     def __init__(
-        self, path: str, mode: str = "r", mip: int = 0, options: StorageOptions | None = None
+        self,
+        path: str,
+        mode: str = "r",
+        mip: int = 0,
+        options: StorageOptions | None = None,
+        fill_missing: bool | None = None,
     ) -> None:
         root, dataset = _split(path, options)
         meta = multiscales(root, options)
@@ -94,7 +99,7 @@ class OmeZarrVolume(ZarrVolume):
         if dataset is not None and dataset not in paths:
             raise VolumeError(f"'{root}' has no scale '{dataset}' (it has {paths}); fix the path")
         index = mip if dataset is None else paths.index(dataset)
-        super().__init__(f"{root}/{paths[index]}", mode=mode, options=options)
+        super().__init__(f"{root}/{paths[index]}", mode, 0, options, fill_missing)
         self.path = path
         self.info = _geometry(self.info, meta, datasets[index], path)
 

@@ -86,10 +86,12 @@ def _open(
     info: dict[str, Any] | None = None,
     compress=None,
     options: StorageOptions | None = None,
+    fill_missing: bool | None = None,
 ):
     from cloudvolume import CloudVolume
 
-    fill_missing = mode != "r"  # an unwritten output chunk reads as 0; a missing input chunk fails
+    if fill_missing is None:  # an unwritten output chunk reads as 0; a missing input chunk fails
+        fill_missing = mode != "r"
     return CloudVolume(
         reached(path, options),
         mip=mip,
@@ -122,8 +124,15 @@ class PrecomputedVolume(Volume):
     """One scale (``mip``) of a precomputed image. Writes must cover whole storage chunks."""
 
     def __init__(
-        self, path: str, mode: str = "r", mip: int = 0, options: StorageOptions | None = None
+        self,
+        path: str,
+        mode: str = "r",
+        mip: int = 0,
+        options: StorageOptions | None = None,
+        fill_missing: bool | None = None,
     ) -> None:
+        """``fill_missing`` None: a missing chunk fails a read and reads as 0 when writing;
+        True or False: as given (cloud-volume's own ``fill_missing``)."""
         from cloudvolume.exceptions import InfoUnavailableError, ScaleUnavailableError
 
         self.path = path
@@ -131,7 +140,7 @@ class PrecomputedVolume(Volume):
             meta = _read_info(path, options)
             extra = meta.get(INFO_KEY, {})
             compress = extra.get("compress")
-            self.cv = _open(path, mip, mode, info=meta, compress=compress, options=options)
+            self.cv = _open(path, mip, mode, meta, compress, options, fill_missing)
         except InfoUnavailableError:
             raise VolumeError(
                 f"'{path}' has no precomputed info file; check the path (precomputed://file:///…, gs://…, s3://…)"

@@ -34,16 +34,32 @@ class ZarrVolume(Volume):
     on disk or in an object store (see ``chunkflow.volumes.stores``)."""
 
     def __init__(
-        self, path: str, mode: str = "r", mip: int = 0, options: StorageOptions | None = None
+        self,
+        path: str,
+        mode: str = "r",
+        mip: int = 0,
+        options: StorageOptions | None = None,
+        fill_missing: bool | None = None,
     ) -> None:
+        """``fill_missing`` None reads a chunk the store does not hold as the fill value, as
+        zarr does; for an input, False refuses it and True counts it (``missing_chunks``)."""
         import zarr
 
         refuse_mip(path, mip)
         self.path = path
         if not self.exists(path, options):
             raise VolumeError(f"volume '{path}' does not exist; check the path")
+        store = zarr_store(path, mode, options)
+        if fill_missing is not None and mode == "r":
+            from zarr.storage import LocalStore
+
+            from chunkflow.volumes.missing_chunks import MissingChunkGuard
+
+            local = isinstance(store, str)
+            store = LocalStore(store, read_only=True) if local else store
+            store = MissingChunkGuard(store, path, fill_missing)
         try:
-            node = zarr.open(zarr_store(path, mode, options), mode=mode)
+            node = zarr.open(store, mode=mode)
         except VolumeError:
             raise
         except Exception as err:  # zarr raises several types for unreadable stores

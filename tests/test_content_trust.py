@@ -1,0 +1,150 @@
+"""Done means the bytes that made it (issue 25): each principle against the fault that broke it."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import ValidConvNet, save_torchscript
+
+from chunkflow import config as config_mod
+from chunkflow.errors import ModelError
+from chunkflow.geometry.boxes import Box
+from chunkflow.job.block_job import run_blocks
+from chunkflow.plan.run_plan import make_plan
+from chunkflow.state.markers import DoneMarker
+from chunkflow.state.output_store import create_output
+from chunkflow.state.run_state import RunState
+
+
+def test_the_model_that_computes_is_the_model_that_is_recorded(small_config):
+    create_output(make_plan(config_mod.parse(small_config)))
+    plan = make_plan(config_mod.parse(small_config))
+    planned = plan.fingerprint  # a job has hashed the model file
+    model = Path(small_config["model"]["path"])
+    save_torchscript(ValidConvNet(channels_out=2, seed=7), model)  # replaced during the run
+    with pytest.raises(ModelError, match="changed while this process used it"):
+        run_blocks(plan, ["z0_y0_x0"])  # today: computed with the new bytes, the old digest
+    assert not RunState.of(plan).marker("z0_y0_x0").exists()
+
+    again = make_plan(config_mod.parse(small_config))  # a job that starts after the change
+    create_output(again)  # this state dir's own output: taken over for the new model
+    (marker,) = run_blocks(again, ["z0_y0_x0"])
+    assert marker.model_sha256 == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert again.fingerprint != planned and marker.fingerprint == again.fingerprint
+    assert DoneMarker.read(RunState.of(again).marker("z0_y0_x0")) == marker
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_missing_input_chunk_fails_its_block_unless_fill_missing(small_config, zarr_format):
+    from helpers import config_with, smooth_volume, write_volume
+
+    from chunkflow.errors import VolumeError
+    from chunkflow.job.local_run import run_locally
+
+    raw = Path(small_config["input"]["path"]).with_name(f"raw{zarr_format}.zarr")
+    write_volume(raw, smooth_volume((20, 48, 56)), chunks=(4, 8, 8), zarr_format=zarr_format)
+    key = "c/2/3/4" if zarr_format == 3 else "2.3.4"  # z 8..12, y 24..32, x 32..40
+    gap = Box((8, 24, 32), (12, 32, 40))
+    (raw / key).unlink()  # an incomplete copy
+    config = config_with(small_config, **{"input.path": str(raw)})
+    plan = make_plan(config_mod.parse(config))
+    reading = {
+        b.id for b in plan.blocks if not plan.chunk_box(plan.patches(b)).intersect(gap).empty
+    }
+    with pytest.raises(VolumeError, match=rf"input chunk '{raw}/{key}' is missing"):
+        run_locally(plan)  # today: read as zeros, every block "done"
+    assert reading and not any(RunState.of(plan).marker(b).exists() for b in reading)
+
+    accepting = make_plan(config_mod.parse(config_with(config, **{"input.fill_missing": True})))
+    assert accepting.fingerprint == plan.fingerprint  # how a gap is read is no result setting
+    counted = {m.block: m.missing_input_chunks for m in run_locally(accepting)}
+    assert {b for b, n in counted.items() if n} == reading  # each block that read the gap
+
+
+def killed_mid_block(tmp_path: Path) -> tuple[dict, Path, Path]:
+    """A block job of ``slow_config`` killed once it has written 5 of its 24 pieces: the
+    config, its file, and the block's piece progress."""
+    import json
+    import signal
+    import time
+
+    from slow_jobs import chunkflow, slow_config
+
+    config, path = slow_config(tmp_path)
+    assert chunkflow("create-output", "--config", str(path)).wait() == 0
+    progress = Path(config["state_dir"], "pieces", "z0_y0_x0", "progress.json")
+    job = chunkflow("run-block", "--config", str(path), "z0_y0_x0")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+        progress.exists() and json.loads(progress.read_text())["written"] >= 5
+    ):
+        time.sleep(0.05)
+    job.send_signal(signal.SIGKILL)
+    job.communicate()
+    return config, path, progress
+
+
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x40  # in the values, not the .npy header: it still loads
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "edit progress"])
+def test_damaged_piece_state_is_discarded_with_a_warning_and_the_block_recomputed(tmp_path, damage):
+    import json
+
+    from run_helpers import read_back, run_as_well
+    from slow_jobs import chunkflow
+
+    config, path, progress = killed_mid_block(tmp_path)
+    recorded = json.loads(progress.read_text())
+    carried = sorted(progress.parent.glob("*.npy"))
+    assert carried and recorded["written"] < 24
+    victim = carried[0]
+    if damage == "flip":
+        flip_a_byte(victim)  # today: resumed with a wrong sum, the block "done"
+    elif damage == "truncate":
+        victim.write_bytes(victim.read_bytes()[:100])  # today: every rerun fails
+    elif damage == "empty":
+        victim.write_bytes(b"")
+    else:
+        victim = progress
+        progress.write_text(json.dumps({**recorded, "written": recorded["written"] + 3}))
+    job = chunkflow("run-block", "--config", str(path), "z0_y0_x0")
+    log = job.communicate()[1]
+    assert job.returncode == 0, log
+    warning = [line for line in log.splitlines() if str(victim) in line]
+    assert len(warning) == 1 and "computing the block anew" in warning[0], log
+    resumed = read_back(config["output"]["path"])[0]
+    np.testing.assert_array_equal(resumed, run_as_well(config, "uninterrupted"))
+    marker = json.loads(
+        next(Path(config["state_dir"], "blocks").glob("*/z0_y0_x0.json")).read_text()
+    )
+    clean = Path(config["state_dir"]).parent / "state_uninterrupted" / "blocks"
+    assert (
+        marker["output_sha256"]
+        == json.loads(next(clean.glob("*/z0_y0_x0.json")).read_text())["output_sha256"]
+    )
+
+
+def test_running_out_of_memory_is_one_line_naming_the_knobs(small_config, tmp_path):
+    """A batch far beyond the machine's memory: the model check before any job allocates it."""
+    import subprocess
+    import sys
+
+    import yaml
+    from helpers import config_with
+
+    path = tmp_path / "huge.yaml"
+    path.write_text(yaml.safe_dump(config_with(small_config, **{"inference.batch_size": 10**9})))
+    chunkflow = str(Path(sys.executable).with_name("chunkflow"))
+    result = subprocess.run(
+        [chunkflow, "plan", "--config", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("chunkflow: error: out of memory (") and "inference.batch_size" in line
