@@ -131,8 +131,7 @@ def test_damaged_piece_state_is_discarded_with_a_warning_and_the_block_recompute
     )
 
 
-def test_running_out_of_memory_is_one_line_naming_the_knobs(small_config, tmp_path):
-    """A batch far beyond the machine's memory: the model check before any job allocates it."""
+def test_a_batch_beyond_any_memory_is_refused_in_one_line(small_config, tmp_path):
     import subprocess
     import sys
 
@@ -140,11 +139,45 @@ def test_running_out_of_memory_is_one_line_naming_the_knobs(small_config, tmp_pa
     from helpers import config_with
 
     path = tmp_path / "huge.yaml"
-    path.write_text(yaml.safe_dump(config_with(small_config, **{"inference.batch_size": 10**9})))
+    path.write_text(yaml.safe_dump(config_with(small_config, **{"inference.batch_size": 100000})))
     chunkflow = str(Path(sys.executable).with_name("chunkflow"))
     result = subprocess.run(
-        [chunkflow, "plan", "--config", str(path)], capture_output=True, text=True
+        [chunkflow, "plan", "--config", str(path)], capture_output=True, text=True, timeout=60
     )
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("chunkflow: error: out of memory (") and "inference.batch_size" in line
+    assert "inference.batch_size" in line and "4096" in line, line
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 4398046511104 bytes."
+        ),
+    ],
+)
+def test_running_out_of_memory_is_one_line_naming_the_knobs(error, capsys):
+    """What Python and PyTorch raise when an allocation fails, through every entry point's
+    ``run_main`` (a real allocation beyond the machine would meet the kernel's OOM killer
+    first: that case is a job killed without a word, see status)."""
+    from chunkflow.app.entry import run_main
+
+    def main() -> None:
+        raise error
+
+    assert run_main(main) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("chunkflow: error: out of memory (")
+    assert "inference.batch_size" in line and "piece_size" in line and "mem_mb" in line
+
+
+def test_other_runtime_errors_keep_their_traceback():
+    from chunkflow.app.entry import run_main
+
+    def main() -> None:
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_main(main)
