@@ -227,3 +227,24 @@ def test_a_snakemake_run_with_verify_ends_with_its_record(tmp_path, run_env, els
     assert "verify" in job_counts(result.text), result.text
     report = json.loads((run_dir / ".chunkflow" / "verify.json").read_text())
     assert report["checked"] == report["finished"] == N_BLOCKS and report["problems"] == {}
+
+
+def test_a_change_after_a_passing_verify_is_found_without_again(small_config, capsys):
+    """The record of a passing verify holds what its blocks' storage objects were (name, size,
+    modification time): a chunk changed since is read again, without --again."""
+    run(small_config)
+    status, out, _ = verify(small_config, capsys, "--inputs")
+    assert status == 0 and "8 of 8 finished blocks checked" in out
+    victim, donor = chunk_file(small_config, (4, 8, 8)), chunk_file(small_config, (4, 8, 16))
+    victim.write_bytes(donor.read_bytes())  # a readable chunk, with another chunk's values
+    status, out, _ = verify(small_config, capsys)  # today: "0 checked (8 verified before)"
+    assert status == PROBLEMS_EXIT, out
+    assert "1 of 8 finished blocks checked" in out and "7 verified before" in out, out
+    assert problems(out) == {"z0_y0_x0": "checksum mismatch (marker invalidated)"}
+
+    input_chunk = Path(small_config["input"]["path"], "c", "3", "2", "2")  # z 12..16, y x 16..24
+    input_chunk.write_bytes(input_chunk.read_bytes())  # rewritten: its time changed
+    status, out, _ = verify(small_config, capsys, "--inputs")
+    assert status == 0, out  # the same bytes: the blocks that read it are checked, and fine
+    assert "verified before" in out and "of 7 finished blocks checked" in out, out
+    assert not out.startswith("verify: 0 of"), out

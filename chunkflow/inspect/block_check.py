@@ -23,32 +23,56 @@ from chunkflow.volumes import Volume, open_input, open_output
 @dataclass(frozen=True)
 class BlockCheck:
     """What one block's check found: ``damage`` to its output as stored, a ``changed_input``,
-    and the bytes it read."""
+    the bytes it read, and the ``Stamps`` of what it read, taken before reading it."""
 
     block: str
     damage: tuple[str, ...]
     changed_input: tuple[str, ...]
     nbytes: int
+    stamps: Stamps
 
     @property
     def fine(self) -> bool:
         return not (self.damage or self.changed_input)
 
 
+@dataclass(frozen=True)
+class Stamps:
+    """What the storage objects of a block's output (and of its input) were when read
+    (``Volume.storage_stamp``; None: the format cannot tell without reading)."""
+
+    output: str | None
+    input: str | None = None
+
+
+def stamps(plan: RunPlan, block_id: str, output: Volume, input: Volume | None) -> Stamps:
+    """The ``Stamps`` of block ``block_id`` now: of its output, and with ``input`` of the input
+    its patches read (inside the volume: padding reads nothing)."""
+    block = plan.grid.block_by_id(block_id)
+    if input is None:
+        return Stamps(output.storage_stamp(block.box))
+    read = plan.chunk_box(plan.patches(block)).intersect(input.bounds)
+    return Stamps(output.storage_stamp(block.box), input.storage_stamp(read))
+
+
 def check_block(plan: RunPlan, marker: DoneMarker, inputs: bool) -> BlockCheck:
     """Re-read ``marker``'s block (and with ``inputs`` its input) in the pieces its job used."""
     block = plan.grid.block_by_id(marker.block)
     layout = PieceLayout(block, tuple(marker.piece_size), plan.patch_intervals(block))
-    damage, nbytes = _check_output(plan, layout, marker)
+    output = open_output(plan.settings.output)
+    input = open_input(plan.settings.input) if inputs else None
+    before = stamps(plan, marker.block, output, input)
+    damage, nbytes = _check_output(plan, layout, marker, output)
     changed: list[str] = []
-    if inputs:
-        changed, read = _check_input(plan, layout, marker)
+    if input is not None:
+        changed, read = _check_input(plan, layout, marker, input)
         nbytes += read
-    return BlockCheck(marker.block, tuple(damage), tuple(changed), nbytes)
+    return BlockCheck(marker.block, tuple(damage), tuple(changed), nbytes, before)
 
 
-def _check_output(plan: RunPlan, layout: PieceLayout, marker: DoneMarker) -> tuple[list[str], int]:
-    volume = open_output(plan.settings.output)
+def _check_output(
+    plan: RunPlan, layout: PieceLayout, marker: DoneMarker, volume: Volume
+) -> tuple[list[str], int]:
     floating = np.issubdtype(np.dtype(marker.output_dtype), np.floating)
     chain, non_finite, nbytes = None, 0, 0
     for piece in layout.pieces:
@@ -77,9 +101,9 @@ def _unreadable(volume: Volume, box: Box, chunk_size: Vec, err: Exception) -> st
     return f"unreadable store chunk in {box}: {first_line(err)}"
 
 
-def _check_input(plan: RunPlan, layout: PieceLayout, marker: DoneMarker) -> tuple[list[str], int]:
-    settings = plan.settings
-    volume = open_input(settings.input)
+def _check_input(
+    plan: RunPlan, layout: PieceLayout, marker: DoneMarker, volume: Volume
+) -> tuple[list[str], int]:
     chain, nbytes = None, 0
     for piece in layout.pieces:
         patches = layout.patches(piece)

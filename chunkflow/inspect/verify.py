@@ -7,8 +7,10 @@ and its digest compared with the marker's ``input_digest``. A damaged block's ma
 to ``<name>.invalid``, so the next run recomputes exactly that block.
 
 Blocks found fine are appended to ``<state_dir>/verified.jsonl`` (block, the marker's sha256,
-whether the input was checked, when): a rerun skips the blocks verified since their marker was
-written, and a killed verify resumes where it stopped.
+the ``Stamps`` of the storage objects read, when): a rerun skips a block verified since its
+marker was written only while those objects are as they were read (names, sizes and
+modification times; a format that cannot tell is read again), and a killed verify resumes where
+it stopped.
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from chunkflow.errors import ChunkflowError
-from chunkflow.inspect.block_check import BlockCheck, check_block
+from chunkflow.inspect.block_check import BlockCheck, Stamps, check_block, stamps
 from chunkflow.plan.run_plan import RunPlan
 from chunkflow.state.files import set_aside, write_json_atomic
 from chunkflow.state.markers import DoneMarker, read_markers
 from chunkflow.state.run_state import RunState
-from chunkflow.volumes import open_output
+from chunkflow.volumes import open_input, open_output
 
 #: the exit status when a checked block is damaged or its input changed
 PROBLEMS_EXIT = 3
@@ -87,19 +89,21 @@ class VerifiedRecord:
     def __init__(self, state: RunState) -> None:
         self.path = state.verified
 
-    def load(self) -> dict[tuple[str, str], bool]:
-        """(block, marker sha256) → whether its input was checked too; a half-written last
-        line (a killed verify) is left out."""
-        found: dict[tuple[str, str], bool] = {}
+    def load(self) -> dict[tuple[str, str], list[Stamps]]:
+        """(block, marker sha256) → the ``Stamps`` of each time it was found fine (the input's
+        None when its input was not checked); a half-written last line (a killed verify), and
+        lines of versions that recorded no stamps, are left out."""
+        found: dict[tuple[str, str], list[Stamps]] = {}
         if not self.path.exists():
             return found
         for line in self.path.read_text().splitlines():
             try:
                 entry = json.loads(line)
                 key = (entry["block"], entry["marker_sha256"])
-                found[key] = found.get(key, False) or bool(entry["inputs"])
+                read = Stamps(entry["stamp"], entry["input_stamp"])
             except (ValueError, TypeError, KeyError):
                 continue
+            found.setdefault(key, []).append(read)
         return found
 
     def open(self) -> TextIO:
@@ -113,11 +117,12 @@ class VerifiedRecord:
                     f.write("\n")
         return f
 
-    def append(self, f: TextIO, marker: DoneMarker, inputs: bool) -> None:
+    def append(self, f: TextIO, marker: DoneMarker, check: BlockCheck) -> None:
         entry = {
             "block": marker.block,
             "marker_sha256": marker_sha256(marker),
-            "inputs": inputs,
+            "stamp": check.stamps.output,
+            "input_stamp": check.stamps.input,
             "verified": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         f.write(json.dumps(entry) + "\n")
@@ -215,17 +220,30 @@ def verify(plan: RunPlan, options: VerifyOptions) -> VerifyReport:
     """Check the finished blocks of ``plan``, record the fine ones and invalidate the damaged
     ones (and with ``invalidate_changed_inputs`` those whose input changed)."""
     settings = plan.settings
-    plan.check_output(open_output(settings.output))  # a store of other settings: refused
+    output = open_output(settings.output)
+    plan.check_output(output)  # a store of other settings: refused
     state = RunState.of(plan)
     done = read_markers(state, plan.block_ids).done
     chosen = set(sample([m.block for m in done], options.sample, options.seed))
     markers = [m for m in done if m.block in chosen]
     record, inputs = VerifiedRecord(state), options.check_inputs
     known = {} if options.again else record.load()
+    input = open_input(settings.input) if inputs else None
 
     def verified(marker: DoneMarker) -> bool:
-        key = (marker.block, marker_sha256(marker))
-        return key in known and (known[key] or not inputs)
+        """Found fine before, reading what its storage objects still are (a format that
+        cannot tell without reading them is read again)."""
+        before = known.get((marker.block, marker_sha256(marker)))
+        if not before:
+            return False
+        now = stamps(plan, marker.block, output, input)
+        return (
+            now.output is not None
+            and (input is None or now.input is not None)
+            and any(
+                s.output == now.output and (input is None or s.input == now.input) for s in before
+            )
+        )
 
     todo = [m for m in markers if not verified(m)]
     checks = sorted(_check_all(plan, state, todo, options, record), key=lambda c: c.block)
@@ -253,7 +271,7 @@ def _check_all(
             for future in as_completed(futures):
                 check = future.result()
                 if check.fine:
-                    record.append(f, futures[future], options.check_inputs)
+                    record.append(f, futures[future], check)
                 elif options.invalidates(check):
                     set_aside(state.marker(check.block))
                 checks.append(check)

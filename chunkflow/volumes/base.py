@@ -139,6 +139,12 @@ class Volume(ABC):
         """Record ``fingerprint`` as the results this store holds; the default: read-only."""
         raise VolumeError(f"chunkflow cannot write {type(self).__name__} outputs ('{self.path}')")
 
+    def storage_stamp(self, box: Box) -> str | None:
+        """A digest of what the storage objects holding ``box`` are now (their names, sizes and
+        modification times), to tell whether they changed since they were read; None when the
+        backend cannot tell without reading them (then every check reads them again)."""
+        return None
+
     def finish(self, boxes: Sequence[Box]) -> None:
         """Make the output whole once every block in ``boxes`` is written; nothing by default."""
         return None

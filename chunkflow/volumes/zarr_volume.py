@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
+import os
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from chunkflow.errors import ConfigError, VolumeError, first_line
-from chunkflow.geometry.boxes import Vec, vec
+from chunkflow.geometry.boxes import Box, Vec, vec
 from chunkflow.volumes.attributes import FINGERPRINT_ATTR, info_from_attrs
 from chunkflow.volumes.base import Volume, VolumeInfo, refuse_mip, shard_size_mismatch
-from chunkflow.volumes.stores import StorageOptions, read_metadata, zarr_store
+from chunkflow.volumes.stores import StorageOptions, is_url, read_metadata, zarr_store
 
 if TYPE_CHECKING:
     from chunkflow.volumes.options import OutputOptions
@@ -70,6 +73,7 @@ class ZarrVolume(Volume):
                 f"'{path}' is a zarr group, not an array; point the path at an array inside it"
             )
         self.array = node
+        self.array_path = path  # where its chunks lie (an OME-Zarr volume's path names the image)
         self.zarr_format: int = node.metadata.zarr_format
         self.shard_size: Vec | None = None if node.shards is None else vec(node.shards[-3:])
         self.info = info_from_attrs(node.shape, node.dtype, node.chunks, dict(node.attrs), path)
@@ -83,6 +87,27 @@ class ZarrVolume(Volume):
 
     def _write(self, index: tuple[slice, ...], data: np.ndarray) -> None:
         self.array[index] = data
+
+    def storage_stamp(self, box: Box) -> str | None:
+        """The name, size and modification time of each chunk (or shard) object holding
+        ``box``, digested; None for a store in a bucket (``stat`` is a request per object)."""
+        if is_url(self.path):
+            return None
+        grid = self.array.shards or self.array.chunks
+        bounds = [
+            (0, n) if i.start is None else (i.start, i.stop)
+            for i, n in zip(self._local(box), self.array.shape, strict=True)
+        ]  # a channel axis: all
+        cells = [range(lo // g, -(-hi // g)) for (lo, hi), g in zip(bounds, grid, strict=True)]
+        digest = hashlib.sha256()
+        for coords in itertools.product(*cells):
+            key = self.array.metadata.encode_chunk_key(coords)
+            try:
+                stat = os.stat(os.path.join(self.array_path, key))
+                digest.update(f"{key} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+            except FileNotFoundError:
+                digest.update(f"{key} missing\n".encode())
+        return digest.hexdigest()
 
     @classmethod
     def check_options(cls, output: OutputOptions) -> None:
