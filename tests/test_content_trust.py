@@ -181,3 +181,79 @@ def test_other_runtime_errors_keep_their_traceback():
 
     with pytest.raises(RuntimeError, match="a bug"):
         run_main(main)
+
+
+CRASHING_NET = """
+import ctypes
+
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 2, 3)
+
+    def forward(self, x):
+        if bool(x.abs().sum() > 0):  # the model check's zero patches pass
+            ctypes.string_at(0)  # a segmentation fault, as a native library's crash
+        return torch.sigmoid(self.conv(x))
+
+
+def build_model():
+    return Net()
+"""
+
+
+def test_a_crashed_block_job_is_failed_in_status_with_its_cause(small_config, tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+    import yaml
+    from helpers import config_with
+
+    (tmp_path / "crash.py").write_text(CRASHING_NET)
+    namespace: dict = {}
+    exec(CRASHING_NET, namespace)
+    torch.save(namespace["build_model"]().state_dict(), tmp_path / "crash.pt")
+    model = {"model.path": str(tmp_path / "crash.py"), "model.weights": str(tmp_path / "crash.pt")}
+    path = tmp_path / "crash.yaml"
+    path.write_text(yaml.safe_dump(config_with(small_config, **model)))
+    chunkflow = str(Path(sys.executable).with_name("chunkflow"))
+    run = lambda *args, **kw: subprocess.run(  # noqa: E731
+        [chunkflow, *args, "--config", str(path)], text=True, **kw
+    )
+    assert run("create-output", capture_output=True).returncode == 0
+    plan = make_plan(config_mod.parse(config_with(small_config, **model)))
+    log = RunState.of(plan).log("infer_block", "z0_y0_x0")
+    log.parent.mkdir(parents=True)
+    with log.open("w") as f:  # as the workflow's rule sends a job's output to its log
+        job = run("run-block", "z0_y0_x0", stdout=f, stderr=subprocess.STDOUT)
+    assert job.returncode != 0 and "Fatal Python error: Segmentation fault" in log.read_text()
+    status = run("status", capture_output=True).stdout  # today: "running" (no error in the log)
+    (line,) = [x for x in status.splitlines() if "z0_y0_x0" in x]
+    assert line.strip().startswith("failed z0_y0_x0: Segmentation fault: the job crashed"), status
+    assert "inference.batch_size" in line and "mem_mb" in line, line
+
+
+def test_a_killed_local_job_is_not_running_in_status(tmp_path):
+    """A job killed without a word (the kernel's OOM killer sends SIGKILL): its piece progress
+    is fresh, but its process on this host is gone."""
+    import subprocess
+    import sys
+
+    config, path, progress = killed_mid_block(tmp_path)
+    chunkflow = str(Path(sys.executable).with_name("chunkflow"))
+    status = subprocess.run(
+        [chunkflow, "status", "--config", str(path)], capture_output=True, text=True
+    ).stdout.splitlines()
+    assert status[:2] == ["0/1 blocks done", "  running 0, failed 0, missing 1"], status
+
+
+def test_a_crash_report_cut_by_the_log_tail_still_reads_as_a_crash():
+    from chunkflow.inspect.block_logs import first_error
+
+    tail = '  File "x.py", line 3 in forward\n\nExtension modules: numpy (total: 1)\n'
+    assert first_error(tail).startswith("a fatal error: the job crashed")
+    assert first_error("Fatal Python error: Aborted\n\n" + tail).startswith("Aborted: the job")

@@ -3,6 +3,7 @@ logging, and errors reported in one line on stderr instead of a traceback."""
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import sys
@@ -19,6 +20,9 @@ def run_main(main: Callable[[], object], verbose: bool = False) -> int:
     reader of stdout goes away (``chunkflow status | head -1``) it stops quietly with 141, the
     status of a process ended by SIGPIPE.
     """
+    # a crash (e.g. SIGSEGV under a memory limit) leaves its cause and its thread's stack in
+    # the log, short enough for the tail that `status` reads
+    faulthandler.enable(all_threads=False)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",

@@ -9,7 +9,9 @@ their last ``LOG_TAIL_BYTES`` only.
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import time
 from collections.abc import Container
 from dataclasses import dataclass
@@ -32,14 +34,16 @@ class BlockLog:
     age_s: float  # since its log or its piece progress last changed
     error: str | None  # the first line of its error
     last_line: str
+    gone: bool = False  # its job's process, on this host, no longer exists
 
     @property
     def state(self) -> str:
         """``failed`` (an error in the log), ``running`` (a change within
-        ``RUNNING_WITHIN_S``, no error) or ``stopped`` (neither: killed, e.g. by SLURM)."""
+        ``RUNNING_WITHIN_S``, no error, and its process not known gone) or ``stopped``
+        (neither: killed, e.g. by SLURM or the kernel's OOM killer)."""
         if self.error is not None:
             return "failed"
-        return "running" if self.age_s <= RUNNING_WITHIN_S else "stopped"
+        return "running" if self.age_s <= RUNNING_WITHIN_S and not self.gone else "stopped"
 
 
 def finished_line(marker: DoneMarker) -> str:
@@ -54,13 +58,24 @@ def is_finished_line(block: str, line: str) -> bool:
     return line.startswith(f"{block}: ") and " s on " in line
 
 
+CRASH_HINT = (
+    "the job crashed; under a memory limit this is often memory: lower inference.batch_size "
+    "or piece_size, or give the job more memory (SLURM: mem_mb)"
+)
+
+
 def first_error(text: str) -> str | None:
     """The first error in a log's text: a ``chunkflow: error:`` line (how every chunkflow entry
-    point reports one), or a traceback's exception line; None if there is neither."""
+    point reports one), a crash (``Fatal Python error: Segmentation fault``, as every entry
+    point's fault handler writes it), or a traceback's exception line; None if there is none."""
     lines = text.splitlines()
     for k, line in enumerate(lines):
         if "chunkflow: error:" in line:
             return line.strip()
+        if line.startswith("Fatal Python error: "):
+            return f"{line.strip().removeprefix('Fatal Python error: ')}: {CRASH_HINT}"
+        if line.startswith("Extension modules: "):  # the end of a crash report cut above
+            return f"a fatal error: {CRASH_HINT}"
         if line.startswith("Traceback (most recent call last)"):
             after = (x for x in lines[k + 1 :] if x.strip() and not x[0].isspace())
             return next(after, line).strip()
@@ -76,6 +91,21 @@ def log_tail(path: Path) -> str:
     if start:
         data = data.partition(b"\n")[2]
     return data.decode(errors="replace")
+
+
+def _process_gone(record: Path) -> bool:
+    """Whether the job that ``record`` names ran on this host and its process is gone (a
+    job on another host, or no record: not known)."""
+    try:
+        job = json.loads(record.read_text())
+        if job["host"] != socket.gethostname():
+            return False
+        os.kill(int(job["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return False
 
 
 def _names(folder: Path) -> list[str]:
@@ -117,7 +147,7 @@ def unfinished_logs(plan: RunPlan, without_marker: Container[str]) -> list[Block
         error = first_error(text)
         if lines and is_finished_line(block, lines[-1]) and error is None:
             continue  # the job finished, and its marker is gone or did not count: missing
-        found.append(
-            BlockLog(block, path, max(0.0, now - changed), error, lines[-1] if lines else "")
-        )
+        last = lines[-1] if lines else ""
+        gone = _process_gone(state.job_record(block))
+        found.append(BlockLog(block, path, max(0.0, now - changed), error, last, gone))
     return sorted(found, key=lambda log: plan.grid.block_by_id(log.block).index)

@@ -30,6 +30,7 @@ from chunkflow.job.piece_state import (
 )
 from chunkflow.plan.costs import format_seconds
 from chunkflow.plan.run_plan import RunPlan
+from chunkflow.state.files import write_json_atomic
 from chunkflow.state.markers import DoneMarker
 from chunkflow.state.run_state import RunState
 from chunkflow.volumes import Volume, open_input, open_output, read_padded
@@ -242,6 +243,8 @@ class BlockRunner:
         layout = PieceLayout(block, plan.piece_size, plan.patch_intervals(block))
         pieces = layout.pieces
         state = PieceState(self.state, block.id, plan.piece_size)
+        running = {"host": socket.gethostname(), "pid": os.getpid()}
+        write_json_atomic(self.state.job_record(block.id), running)  # for `status`
         progress = self._resume(state, layout) if len(pieces) > 1 else PiecesWritten()
         clock = _Clock()
         counts = _IOCounts.now()
@@ -504,6 +507,7 @@ class BlockRunner:
         )
         marker.write(self.state)
         state.clear()
+        self.state.job_record(marker.block).unlink(missing_ok=True)
         what = "background, skipped" if progress.skipped else f"{patches} patches"
         log.info(
             "block %s: %s, %.2f s, %.2f s of it waiting on I/O, %d I/O retries",

@@ -4,6 +4,7 @@
 <state_dir>/
   blocks/<fingerprint>/<block>.json   done-markers (markers.py), one folder per fingerprint
   pieces/<block>/                     a streamed block's progress and carried sums (job/)
+  jobs/<block>.json                   the host and pid of the job computing a block, meanwhile
   output/<fingerprint>.json           the record that this run made the output for a fingerprint
   finished.json                       the record that the output was made whole (HDF5)
   settings/<fingerprint>.json         each fingerprint's settings (setting_changes.py)
@@ -109,6 +110,10 @@ class RunState:
     def carried_sum(self, block_id: str, target: str, source: str) -> Path:
         """The partial sums that piece ``source`` of ``block_id`` carries to piece ``target``."""
         return self.pieces(block_id) / f"{target}.from.{source}.npy"
+
+    def job_record(self, block_id: str) -> Path:
+        """Which process computes ``block_id`` now (host and pid), while it does."""
+        return self.root / "jobs" / f"{block_id}.json"
 
     # records of the output
     def output_record(self, fingerprint: str | None = None) -> Path:
