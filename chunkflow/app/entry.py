@@ -3,6 +3,7 @@ logging, and errors reported in one line on stderr instead of a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import logging
 import os
@@ -22,7 +23,8 @@ def run_main(main: Callable[[], object], verbose: bool = False) -> int:
     """
     # a crash (e.g. SIGSEGV under a memory limit) leaves its cause and its thread's stack in
     # the log, short enough for the tail that `status` reads
-    faulthandler.enable(all_threads=False)
+    with contextlib.suppress(OSError, ValueError):  # no file behind stderr: called in-process
+        faulthandler.enable(all_threads=False)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",

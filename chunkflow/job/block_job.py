@@ -239,12 +239,19 @@ class BlockRunner:
         return [self._stream(block) for block in blocks]
 
     def _stream(self, block: Block) -> DoneMarker:
+        """Compute ``block``; meanwhile its job record names this process (for `status`)."""
+        record = self.state.job_record(block.id)
+        write_json_atomic(record, {"host": socket.gethostname(), "pid": os.getpid()})
+        try:
+            return self._stream_block(block)
+        finally:  # a job that ends, however, is no longer running; one killed leaves its record
+            record.unlink(missing_ok=True)
+
+    def _stream_block(self, block: Block) -> DoneMarker:
         plan = self.plan
         layout = PieceLayout(block, plan.piece_size, plan.patch_intervals(block))
         pieces = layout.pieces
         state = PieceState(self.state, block.id, plan.piece_size)
-        running = {"host": socket.gethostname(), "pid": os.getpid()}
-        write_json_atomic(self.state.job_record(block.id), running)  # for `status`
         progress = self._resume(state, layout) if len(pieces) > 1 else PiecesWritten()
         clock = _Clock()
         counts = _IOCounts.now()
@@ -262,7 +269,7 @@ class BlockRunner:
             except DamagedState as err:  # an earlier job's state: never trusted, never stuck
                 log.warning("block %s: %s; computing the block anew", block.id, err)
                 state.clear()
-                return self._stream(block)
+                return self._stream_block(block)
         return self._finish(layout, state, progress, clock, _IOCounts.now().since(counts))
 
     def _resume(self, state: PieceState, layout: PieceLayout) -> PiecesWritten:
@@ -507,7 +514,6 @@ class BlockRunner:
         )
         marker.write(self.state)
         state.clear()
-        self.state.job_record(marker.block).unlink(missing_ok=True)
         what = "background, skipped" if progress.skipped else f"{patches} patches"
         log.info(
             "block %s: %s, %.2f s, %.2f s of it waiting on I/O, %d I/O retries",
