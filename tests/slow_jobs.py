@@ -3,10 +3,13 @@ batch, run through the `chunkflow` command."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -72,3 +75,19 @@ def chunkflow(*args: str, **kwargs) -> subprocess.Popen:
 
 def pieces_computed(log: str) -> list[int]:
     return [int(n) for n in re.findall(r"block z0_y0_x0: piece (\d+)/24", log)]
+
+
+def killed_mid_block(tmp_path: Path) -> tuple[dict, Path, Path, str]:
+    """A block job of ``slow_config`` killed (SIGKILL) once it has written 5 of its 24 pieces:
+    the config, its file, the block's piece progress, and what the job had logged."""
+    config, path = slow_config(tmp_path)
+    assert chunkflow("create-output", "--config", str(path)).wait() == 0
+    progress = Path(config["state_dir"], "pieces", "z0_y0_x0", "progress.json")
+    job = chunkflow("run-block", "--config", str(path), "z0_y0_x0")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+        progress.exists() and json.loads(progress.read_text())["written"] >= 5
+    ):
+        time.sleep(0.05)
+    job.send_signal(signal.SIGKILL)
+    return config, path, progress, job.communicate()[1]

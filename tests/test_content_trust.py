@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import ValidConvNet, save_torchscript
+from slow_jobs import killed_mid_block
 
 from chunkflow import config as config_mod
 from chunkflow.errors import ModelError
@@ -64,29 +65,6 @@ def test_a_missing_input_chunk_fails_its_block_unless_fill_missing(small_config,
     assert {b for b, n in counted.items() if n} == reading  # each block that read the gap
 
 
-def killed_mid_block(tmp_path: Path) -> tuple[dict, Path, Path]:
-    """A block job of ``slow_config`` killed once it has written 5 of its 24 pieces: the
-    config, its file, and the block's piece progress."""
-    import json
-    import signal
-    import time
-
-    from slow_jobs import chunkflow, slow_config
-
-    config, path = slow_config(tmp_path)
-    assert chunkflow("create-output", "--config", str(path)).wait() == 0
-    progress = Path(config["state_dir"], "pieces", "z0_y0_x0", "progress.json")
-    job = chunkflow("run-block", "--config", str(path), "z0_y0_x0")
-    deadline = time.time() + 120
-    while time.time() < deadline and not (
-        progress.exists() and json.loads(progress.read_text())["written"] >= 5
-    ):
-        time.sleep(0.05)
-    job.send_signal(signal.SIGKILL)
-    job.communicate()
-    return config, path, progress
-
-
 def flip_a_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-5] ^= 0x40  # in the values, not the .npy header: it still loads
@@ -100,7 +78,7 @@ def test_damaged_piece_state_is_discarded_with_a_warning_and_the_block_recompute
     from run_helpers import read_back, run_as_well
     from slow_jobs import chunkflow
 
-    config, path, progress = killed_mid_block(tmp_path)
+    config, path, progress, _ = killed_mid_block(tmp_path)
     recorded = json.loads(progress.read_text())
     carried = sorted(progress.parent.glob("*.npy"))
     assert carried and recorded["written"] < 24
@@ -243,7 +221,7 @@ def test_a_killed_local_job_is_not_running_in_status(tmp_path):
     import subprocess
     import sys
 
-    config, path, progress = killed_mid_block(tmp_path)
+    config, path, progress, _ = killed_mid_block(tmp_path)
     chunkflow = str(Path(sys.executable).with_name("chunkflow"))
     status = subprocess.run(
         [chunkflow, "status", "--config", str(path)], capture_output=True, text=True

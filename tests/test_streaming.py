@@ -6,10 +6,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ import pytest
 import yaml
 from helpers import config_with, smooth_volume, write_volume
 from run_helpers import read_back, run_all_blocks, run_as_well
-from slow_jobs import chunkflow, pieces_computed, slow_config
+from slow_jobs import chunkflow, killed_mid_block, pieces_computed
 
 from chunkflow import config as config_mod
 from chunkflow.errors import ConfigError
@@ -135,17 +133,7 @@ def test_the_marker_checksum_chains_the_pieces_as_written(small_config):
 
 
 def test_a_killed_block_job_resumes_at_its_first_unwritten_piece(tmp_path):
-    config, path = slow_config(tmp_path)
-    assert chunkflow("create-output", "--config", str(path)).wait() == 0
-    progress = Path(config["state_dir"], "pieces", "z0_y0_x0", "progress.json")
-    job = chunkflow("run-block", "--config", str(path), "z0_y0_x0")
-    deadline = time.time() + 120
-    while time.time() < deadline and not (
-        progress.exists() and json.loads(progress.read_text())["written"] >= 5
-    ):
-        time.sleep(0.05)
-    job.send_signal(signal.SIGKILL)
-    first_log = job.communicate()[1]
+    config, path, progress, first_log = killed_mid_block(tmp_path)
     written = json.loads(progress.read_text())["written"]
     assert 5 <= written < 24 and not list(
         Path(config["state_dir"], "blocks").glob("*/z0_y0_x0.json")
