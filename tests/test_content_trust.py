@@ -235,3 +235,26 @@ def test_a_crash_report_cut_by_the_log_tail_still_reads_as_a_crash():
     tail = '  File "x.py", line 3 in forward\n\nExtension modules: numpy (total: 1)\n'
     assert first_error(tail).startswith("a fatal error: the job crashed")
     assert first_error("Fatal Python error: Aborted\n\n" + tail).startswith("Aborted: the job")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"output.path": "{raw}/predictions.zarr"},  # the output inside the input
+        {"input.path": "{out}/raw.zarr"},  # the input inside the output
+        {"state_dir": "{out}/.chunkflow"},  # the run's files inside the output store
+    ],
+)
+def test_paths_inside_one_another_are_refused_in_one_line(small_config, tmp_path, change):
+    import shutil
+
+    from helpers import config_with
+
+    from chunkflow.errors import ConfigError
+
+    raw, out = small_config["input"]["path"], small_config["output"]["path"]
+    if "input.path" in change:  # the input moved into where the output goes
+        shutil.copytree(raw, f"{out}/raw.zarr")
+    config = config_with(small_config, **{k: v.format(raw=raw, out=out) for k, v in change.items()})
+    with pytest.raises(ConfigError, match="lie one inside the other; give .* a place of its own"):
+        make_plan(config_mod.parse(config))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -248,10 +249,43 @@ def _check_patch_fits(roi: Box, output_patch: Vec) -> None:
             )
 
 
+def _location(path: str) -> str:
+    """Where ``path`` keeps its data, comparable with another: a URL as it is (less a
+    ``precomputed://`` prefix; ``file://`` as a local path), a local path resolved (an HDF5
+    dataset as a folder of its file), with a trailing separator."""
+    path = path.removeprefix("precomputed://").removeprefix("file://")
+    if "://" not in path:
+        file, colon, dataset = path.partition(".h5:")
+        path = os.path.realpath(file + ".h5" * bool(colon)) + (f"/{dataset}" if colon else "")
+    return path.rstrip("/") + "/"
+
+
+def _check_apart(settings: Settings) -> None:
+    """Refuse, in one line, an output that lies in the input (or holds it), and a state dir
+    inside either: writing there would change data that is read, or mix the run's files in."""
+    where = {
+        "input.path": _location(settings.input.path),
+        "output.path": _location(settings.output.path),
+        "state_dir": _location(settings.state_dir),
+    }
+    for a, b in (
+        ("output.path", "input.path"),
+        ("state_dir", "input.path"),
+        ("state_dir", "output.path"),
+    ):
+        inner, outer = sorted((where[a], where[b]), key=len, reverse=True)
+        if inner.startswith(outer):
+            raise ConfigError(
+                f"{a} '{where[a].rstrip('/')}' and {b} '{where[b].rstrip('/')}' lie one inside "
+                f"the other; give {a} a place of its own"
+            )
+
+
 def make_plan(settings: Settings, input_info: VolumeInfo | None = None) -> RunPlan:
     """Resolve ``settings`` against the input volume (opened for its metadata only)."""
     # the checks that need no volume first: a mistake there costs no I/O
     check_model_files(settings.model)
+    _check_apart(settings)
     sharded = settings.output.shard_size is not None
     if not sharded:
         _check_sizes(settings)
