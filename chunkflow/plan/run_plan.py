@@ -285,7 +285,6 @@ def make_plan(settings: Settings, input_info: VolumeInfo | None = None) -> RunPl
     """Resolve ``settings`` against the input volume (opened for its metadata only)."""
     # the checks that need no volume first: a mistake there costs no I/O
     check_model_files(settings.model)
-    _check_apart(settings)
     sharded = settings.output.shard_size is not None
     if not sharded:
         _check_sizes(settings)
@@ -298,6 +297,7 @@ def make_plan(settings: Settings, input_info: VolumeInfo | None = None) -> RunPl
             input_info = open_input(settings.input).info
         except VolumeError as err:
             raise ConfigError(f"input.path: {err}") from None
+    _check_apart(settings)  # once the input is known to be a volume
     roi = _resolve_roi(settings, input_info.bounds)
     model = settings.model
     _check_patch_fits(roi, model.output_patch_size)
