@@ -258,3 +258,24 @@ def test_paths_inside_one_another_are_refused_in_one_line(small_config, tmp_path
     config = config_with(small_config, **{k: v.format(raw=raw, out=out) for k, v in change.items()})
     with pytest.raises(ConfigError, match="lie one inside the other; give .* a place of its own"):
         make_plan(config_mod.parse(config))
+
+
+def test_a_block_killed_after_its_last_piece_ends_with_its_marker(small_config):
+    """Its progress counts every piece written but no marker was written: the next job
+    writes the marker from the recorded checksums, computing nothing (today: IndexError)."""
+    from helpers import config_with
+
+    from chunkflow.job.local_run import run_locally
+    from chunkflow.job.piece_state import PieceState, PiecesWritten
+
+    plan = make_plan(config_mod.parse(config_with(small_config, piece_size=[4, 8, 16])))
+    done = {m.block: m for m in run_locally(plan)}
+    first = done["z0_y0_x0"]
+    assert first.pieces > 1
+    state = RunState.of(plan)
+    state.marker("z0_y0_x0").unlink()
+    progress = PiecesWritten(first.pieces, first.output_sha256, False, first.input_digest)
+    PieceState(state, "z0_y0_x0", plan.piece_size).record(progress)
+    (again,) = run_blocks(plan, ["z0_y0_x0"])
+    assert (again.output_sha256, again.input_digest) == (first.output_sha256, first.input_digest)
+    assert again.timings_s["infer"] == 0 and DoneMarker.read(state.marker("z0_y0_x0")) == again

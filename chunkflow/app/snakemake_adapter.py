@@ -329,8 +329,8 @@ def prepare(config: dict[str, Any], main: bool = True) -> WorkflowRun:
 
 def _facts_key(text: str, config: dict[str, Any]) -> str:
     """What the ``JobFacts`` of a config depend on, without reading the model: the config's
-    text, and the size and modification time of its model files (their content is checked by
-    the job itself, against the fingerprint the facts hold)."""
+    text, and the inode, size and change times of its model files (their content is checked
+    by the job itself, against the fingerprint the facts hold)."""
     model = config.get("model", {})
     stamps = []
     for path in (model.get("path"), model.get("weights")):
@@ -338,6 +338,7 @@ def _facts_key(text: str, config: dict[str, Any]) -> str:
             stat = os.stat(path) if path else None
         except OSError:
             stat = None
-        stamps.append(None if stat is None else [stat.st_size, stat.st_mtime_ns])
+        identity = [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns] if stat else None
+        stamps.append(identity)  # ctime and inode: a copy that keeps size and mtime differs
     what = json.dumps([text, stamps])
     return hashlib.sha256(what.encode()).hexdigest()[:32]

@@ -216,13 +216,13 @@ class VerifyReport:
         return PROBLEMS_EXIT if self.problems else 0
 
 
-def verify(plan: RunPlan, options: VerifyOptions) -> VerifyReport:
+def verify(plan: RunPlan, options: VerifyOptions, state: RunState | None = None) -> VerifyReport:
     """Check the finished blocks of ``plan``, record the fine ones and invalidate the damaged
     ones (and with ``invalidate_changed_inputs`` those whose input changed)."""
     settings = plan.settings
     output = open_output(settings.output)
     plan.check_output(output)  # a store of other settings: refused
-    state = RunState.of(plan)
+    state = state or RunState.of(plan)  # the workflow: the state its rule names
     done = read_markers(state, plan.block_ids).done
     chosen = set(sample([m.block for m in done], options.sample, options.seed))
     markers = [m for m in done if m.block in chosen]
@@ -281,10 +281,15 @@ def _check_all(
     return checks
 
 
-def run_verify(plan: RunPlan, options: VerifyOptions, record: str | None = None) -> int:
+def run_verify(
+    plan: RunPlan,
+    options: VerifyOptions,
+    record: str | None = None,
+    state: RunState | None = None,
+) -> int:
     """``verify``, then print a line per block with a problem and the summary, write the report
     as JSON to ``record`` if given; return the exit status (``PROBLEMS_EXIT`` on any problem)."""
-    report = verify(plan, options)
+    report = verify(plan, options, state)
     for line in report.lines():
         print(line)
     print(report.summary())

@@ -17,7 +17,7 @@ import numpy as np
 
 from chunkflow import __version__
 from chunkflow.engine.dtypes import scale_input, to_output_dtype
-from chunkflow.errors import ConfigError, ModelError, VolumeError
+from chunkflow.errors import ChunkflowError, ConfigError, ModelError, VolumeError
 from chunkflow.geometry.boxes import Box
 from chunkflow.geometry.grid import Block
 from chunkflow.geometry.pieces import PieceLayout
@@ -232,6 +232,8 @@ class BlockRunner:
             tta=settings.inference.tta,
             affinity_axes=settings.model.affinity_axes,
         )
+        self.plan.model_sha256  # noqa: B018 (of the bytes loaded; then they need no memory)
+        self.plan.__dict__.pop("model_files", None)
 
     def run(self, blocks: list[Block]) -> list[DoneMarker]:
         """Compute and write ``blocks`` in order; return their done-markers (also written to
@@ -243,11 +245,11 @@ class BlockRunner:
         record = self.state.job_record(block.id)
         write_json_atomic(record, {"host": socket.gethostname(), "pid": os.getpid()})
         try:
-            return self._stream_block(block)
+            return self._stream_block(block, restarted=False)
         finally:  # a job that ends, however, is no longer running; one killed leaves its record
             record.unlink(missing_ok=True)
 
-    def _stream_block(self, block: Block) -> DoneMarker:
+    def _stream_block(self, block: Block, restarted: bool) -> DoneMarker:
         plan = self.plan
         layout = PieceLayout(block, plan.piece_size, plan.patch_intervals(block))
         pieces = layout.pieces
@@ -267,9 +269,14 @@ class BlockRunner:
             try:
                 progress = self._compute_pieces(layout, state, progress, first, clock)
             except DamagedState as err:  # an earlier job's state: never trusted, never stuck
+                if restarted:  # damaged again: another process works on this block too
+                    raise ChunkflowError(
+                        f"block {block.id}: {err} again after computing the block anew; is "
+                        "another job computing this block? (`chunkflow status`)"
+                    ) from None
                 log.warning("block %s: %s; computing the block anew", block.id, err)
                 state.clear()
-                return self._stream_block(block)
+                return self._stream_block(block, restarted=True)
         return self._finish(layout, state, progress, clock, _IOCounts.now().since(counts))
 
     def _resume(self, state: PieceState, layout: PieceLayout) -> PiecesWritten:
@@ -335,6 +342,8 @@ class BlockRunner:
         clock: _Clock,
     ) -> PiecesWritten:
         pieces = layout.pieces
+        if progress.written >= len(pieces):  # killed after its last piece, before its marker
+            return progress
         streamed = len(pieces) > 1
         report = ProgressLines.resuming(layout, progress.written)
         with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:

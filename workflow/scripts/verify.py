@@ -7,6 +7,7 @@ from chunkflow.app.entry import run_main
 from chunkflow.config import load
 from chunkflow.inspect.verify import VerifyOptions, run_verify
 from chunkflow.plan.run_plan import make_plan
+from chunkflow.state.run_state import RunState
 
 
 def main() -> None:
@@ -16,7 +17,9 @@ def main() -> None:
     p.add_argument("--record", required=True, help="the verify report as JSON (output)")
     args = p.parse_args()
 
-    status = run_verify(make_plan(load(args.config)), VerifyOptions(jobs=args.jobs), args.record)
+    plan = make_plan(load(args.config))
+    state = RunState.holding(args.record, plan.fingerprint)  # the state Snakemake names
+    status = run_verify(plan, VerifyOptions(jobs=args.jobs), args.record, state)
     if status:
         raise SystemExit(status)  # damaged blocks: the rule fails, their markers are invalidated
 
