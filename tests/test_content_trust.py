@@ -279,3 +279,36 @@ def test_a_block_killed_after_its_last_piece_ends_with_its_marker(small_config):
     (again,) = run_blocks(plan, ["z0_y0_x0"])
     assert (again.output_sha256, again.input_digest) == (first.output_sha256, first.input_digest)
     assert again.timings_s["infer"] == 0 and DoneMarker.read(state.marker("z0_y0_x0")) == again
+
+
+def test_a_damaged_output_store_is_one_line_saying_how_to_recover(small_config, tmp_path):
+    """Its zarr.json lost: `status` still works and says why no block counts; the commands
+    that need the store say, in one line, to move it aside; once moved, a run starts anew."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from chunkflow.job.local_run import run_locally
+
+    run_locally(make_plan(config_mod.parse(small_config)))
+    output = Path(small_config["output"]["path"])
+    (output / "zarr.json").unlink()
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(small_config))
+    chunkflow = str(Path(sys.executable).with_name("chunkflow"))
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([chunkflow, *args, "-c", str(path)], capture_output=True, text=True)
+
+    status = run("status")  # today: exit 2, status as stuck as the rest
+    assert status.returncode == 0 and status.stdout.startswith("0/8 blocks done"), status.stderr
+    assert "move it aside or delete it and rerun" in status.stdout
+    for command in ("plan", "create-output", "verify"):
+        result = run(command)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert "is not a readable zarr store" in line and "move it aside" in line, line
+    shutil.move(output, tmp_path / "damaged.zarr")
+    assert run("create-output").returncode == 0 and run("status").stdout.startswith("0/8 blocks")

@@ -45,12 +45,13 @@ def may_replace(plan: RunPlan, stored: str | None) -> bool:
 
 def create_output(plan: RunPlan) -> tuple[Volume, bool]:
     """Create the output volume, or reuse a matching existing one; refuse a mismatching one,
-        and one holding other results unless this run may replace them (``may_replace``): then
-        record this plan's fingerprint in it. Record in the state dir that it did
-    (``RunState.output_record``).
+    and one holding other results unless this run may replace them (``may_replace``): then
+    record this plan's fingerprint in it. Record in the state dir that it did
+    (``RunState.output_record``). A store created anew, or taken over, does not hold what this
+    fingerprint's earlier done-markers describe: they are set aside first (``supersede``).
 
-        An existing store is opened once and checked before the model is loaded, then its channel
-        count against the model's. Returns the volume and whether it was created.
+    An existing store is opened once and checked before the model is loaded, then its channel
+    count against the model's. Returns the volume and whether it was created.
     """
     existing = plan.existing_output(results=False)
     if existing is not None and not may_replace(plan, existing.info.fingerprint):
@@ -58,6 +59,8 @@ def create_output(plan: RunPlan) -> tuple[Volume, bool]:
     channels = model_facts(plan).output_channels  # cached when the workflow planned
     info = replace(plan.output_info(channels), fingerprint=plan.fingerprint)
     output = plan.settings.output
+    if existing is None or existing.info.fingerprint != plan.fingerprint:
+        supersede(plan)
     if existing is None:
         backend = output_backend(output.path, output.storage_options)
         volume, created = backend.create(output.path, info, output), True
@@ -104,15 +107,16 @@ def supersede(plan: RunPlan) -> int:
 def marker_census(plan: RunPlan, state: RunState | None = None) -> MarkerCensus:
     """``read_markers`` for ``plan`` (in ``state``, default: its configured state dir), where a
     marker is stale too unless the output records this plan's fingerprint; then the census's
-    note says what the output holds instead."""
+    note says what the output holds instead (or why it cannot be opened)."""
     census = read_markers(state or RunState.of(plan), plan.block_ids)
-    existing = open_existing(plan)
+    try:
+        existing = open_existing(plan)
+    except VolumeError as err:  # a damaged store: no marker counts, and status says why
+        return _all_stale(plan, census, str(err))
     if existing is None and not census.done:
         return census
     if existing is not None and existing.info.fingerprint == plan.fingerprint:
         return census
-    old = {m.block for m in census.done}.union(census.stale)
-    stale = [b for b in plan.block_ids if b in old]
     if existing is None:
         note = f"output '{plan.settings.output.path}' does not exist"
     elif may_replace(plan, existing.info.fingerprint):  # this run's own earlier settings
@@ -123,6 +127,13 @@ def marker_census(plan: RunPlan, state: RunState | None = None) -> MarkerCensus:
         )
     else:
         note = str(other_results(existing, plan.fingerprint))
+    return _all_stale(plan, census, note)
+
+
+def _all_stale(plan: RunPlan, census: MarkerCensus, note: str) -> MarkerCensus:
+    """``census`` with no marker counting: every block with one is stale, for ``note``."""
+    old = {m.block for m in census.done}.union(census.stale)
+    stale = [b for b in plan.block_ids if b in old]
     return MarkerCensus([], stale, census.missing, note)
 
 

@@ -110,8 +110,17 @@ def open_input(input: InputOptions) -> Volume:
 
 
 def open_output(output: OutputOptions, mode: str = "r") -> Volume:
-    """The run's output volume, reached with its storage options."""
-    return open_volume(output.path, mode=mode, options=output.storage_options)
+    """The run's output volume, reached with its storage options; a one-line VolumeError that
+    says how to recover when something exists there that cannot be opened."""
+    try:
+        return open_volume(output.path, mode=mode, options=output.storage_options)
+    except VolumeError as err:
+        if not volume_exists(output.path, output.storage_options):
+            raise
+        raise VolumeError(
+            f"{err}; if this output is damaged (e.g. its metadata lost), move it aside or "
+            "delete it and rerun: every block is computed anew"
+        ) from None
 
 
 def find_output(output: OutputOptions, mode: str = "r") -> Volume | None:
