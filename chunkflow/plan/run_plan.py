@@ -38,6 +38,7 @@ from chunkflow.volumes import (
     output_backend,
     refuse_mismatch,
 )
+from chunkflow.volumes.hdf5 import SPELLING as HDF5_SPELLING
 
 
 @dataclass(frozen=True)
@@ -255,8 +256,9 @@ def _location(path: str) -> str:
     dataset as a folder of its file), with a trailing separator."""
     path = path.removeprefix("precomputed://").removeprefix("file://")
     if "://" not in path:
-        file, colon, dataset = path.partition(".h5:")
-        path = os.path.realpath(file + ".h5" * bool(colon)) + (f"/{dataset}" if colon else "")
+        hdf5 = HDF5_SPELLING.match(path)  # file.h5:/dataset, as the HDF5 backend reads it
+        file, dataset = (hdf5["file"], hdf5["dataset"] or "") if hdf5 else (path, "")
+        path = os.path.realpath(file) + dataset
     return path.rstrip("/") + "/"
 
 
