@@ -86,22 +86,28 @@ class Settings:
     job_voxels_per_second: float = 5e7
     verify: bool = False
 
-    def result_fingerprint(self, model_sha256: str) -> str:
-        """A hash of every setting that can change the written numbers, and of the model file
-        (``result_settings``)."""
-        text = json.dumps(self._result_relevant(model_sha256), sort_keys=True, default=list)
+    def result_fingerprint(self, model_sha256: str, input_volume: dict[str, Any]) -> str:
+        """A hash of every setting that can change the written numbers, of the model file and
+        of what the input is (``result_settings``)."""
+        relevant = self._result_relevant(model_sha256, input_volume)
+        text = json.dumps(relevant, sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def result_settings(self, model_sha256: str) -> dict[str, Any]:
+    def result_settings(self, model_sha256: str, input_volume: dict[str, Any]) -> dict[str, Any]:
         """What the result fingerprint hashes, as dotted keys of the config (``inference.overlap``)
-        and JSON values; the model file's content is ``model.sha256``."""
-        relevant = self._result_relevant(model_sha256)
+        and JSON values; the model file's content is ``model.sha256``, the input's location and
+        metadata ``input.volume.*`` (``RunPlan.input_volume``)."""
+        relevant = self._result_relevant(model_sha256, input_volume)
         offset, size = relevant.pop("roi")
         relevant["roi"] = {"offset": offset, "size": size}
         return _dotted(json.loads(json.dumps(relevant, default=list)))
 
-    def _result_relevant(self, model_sha256: str) -> dict[str, Any]:
+    def _result_relevant(self, model_sha256: str, input_volume: dict[str, Any]) -> dict[str, Any]:
         """The settings that can change the written numbers, nested as the fingerprint hashes them.
+
+        The input is identified by what it is, ``input_volume`` (its metadata and a digest of
+        sampled chunks: ``RunPlan.input_volume``), not by ``input.path``: the same text over
+        other data is another run, and a moved input (its path changed) is the same.
 
         Batch size, device, threads, the piece size, the job's resources, the mask (which picks
         blocks, not their values), ``verify``, ``output.replace`` and the state directory are
@@ -121,7 +127,10 @@ class Settings:
         if self.inference.non_finite == "fail":  # the default: earlier fingerprints stay valid
             inference.pop("non_finite")
         return {
-            "input": _without(asdict(self.input), "storage_options", "fill_missing"),
+            "input": {
+                **_without(asdict(self.input), "path", "storage_options", "fill_missing"),
+                "volume": input_volume,
+            },
             "output": _without(asdict(self.output), "replace", "storage_options"),
             "roi": [self.roi_offset, self.roi_size],
             "block_size": self.block_size,

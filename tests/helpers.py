@@ -113,6 +113,13 @@ def write_volume(
     return str(path)
 
 
+def store_id(plan: Any) -> str | None:
+    """The identity of ``plan``'s output store as recorded there (``VolumeInfo.store_id``)."""
+    from chunkflow.volumes import open_output
+
+    return open_output(plan.settings.output).info.store_id
+
+
 def output_format(zarr_format: int = 3, shard_size: Vec | None = None) -> OutputSettings:
     """Output settings that only carry format options (what ``create`` and the checks read)."""
     return OutputSettings("", "float32", (1, 1, 1), zarr_format, shard_size=shard_size)

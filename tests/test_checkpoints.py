@@ -60,8 +60,8 @@ def test_non_finite_zero_writes_0_there_and_the_prediction_elsewhere(small_confi
     # is that value (the net is pointwise): check the voxels far above the threshold
     safe = raw > 0.6
     np.testing.assert_allclose(written[0][safe], np.log(raw[safe] - 0.45), rtol=1e-5, atol=1e-6)
-    default = config_mod.parse(log_config(small_config, tmp_path)).result_fingerprint("m")
-    assert config_mod.parse(config).result_fingerprint("m") != default
+    default = config_mod.parse(log_config(small_config, tmp_path)).result_fingerprint("m", {})
+    assert config_mod.parse(config).result_fingerprint("m", {}) != default
 
 
 def test_the_marker_records_a_digest_of_the_input_it_read(small_config):

@@ -572,7 +572,7 @@ def test_models_that_do_not_fit_the_config_or_the_store(tmp_path, small_config):
         shutil.copytree(output, copy)
         config = config_with(small_config, **changes, **{"output.path": str(copy)})
         fingerprint = make_plan(config_mod.parse(config)).fingerprint
-        open_volume(str(copy), mode="r+").record_fingerprint(fingerprint)
+        open_volume(str(copy), mode="r+").record_fingerprint(fingerprint, "a" * 32)
         return copy
 
     # cpu, not auto: auto on a CPU-only machine logs a warning line first

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ValidConvNet, save_torchscript
+import yaml
+import zarr
+from helpers import ValidConvNet, save_torchscript, store_id
 from slow_jobs import killed_mid_block
 
 from chunkflow import config as config_mod
@@ -275,7 +277,7 @@ def test_a_block_killed_after_its_last_piece_ends_with_its_marker(small_config):
     state = RunState.of(plan)
     state.marker("z0_y0_x0").unlink()
     progress = PiecesWritten(first.pieces, first.output_sha256, False, first.input_digest)
-    PieceState(state, "z0_y0_x0", plan.piece_size).record(progress)
+    PieceState(state, "z0_y0_x0", plan.piece_size, store_id(plan)).record(progress)
     (again,) = run_blocks(plan, ["z0_y0_x0"])
     assert (again.output_sha256, again.input_digest) == (first.output_sha256, first.input_digest)
     assert again.timings_s["infer"] == 0 and DoneMarker.read(state.marker("z0_y0_x0")) == again
@@ -312,3 +314,98 @@ def test_a_damaged_output_store_is_one_line_saying_how_to_recover(small_config, 
         assert "is not a readable zarr store" in line and "move it aside" in line, line
     shutil.move(output, tmp_path / "damaged.zarr")
     assert run("create-output").returncode == 0 and run("status").stdout.startswith("0/8 blocks")
+
+
+# ---------------------------------------------------------------------------------------------
+# principle 3: identity by content, not by text
+
+
+def test_the_same_config_text_over_other_data_is_another_run(small_config, tmp_path):
+    """Two run directories, one config text: ``raw.zarr`` relative to each holds other data of
+    the same shape. A moved copy of the first's input is the same input."""
+    import contextlib
+    import shutil
+
+    from helpers import config_with, smooth_volume, write_volume
+
+    from chunkflow.errors import VolumeError
+    from chunkflow.job.local_run import run_locally
+
+    text = yaml.safe_dump(
+        config_with(small_config, **{"input.path": "raw.zarr", "state_dir": ".chunkflow"})
+    )
+    first, second, moved = (tmp_path / n for n in ("first", "second", "moved"))
+
+    def plan_in(run_dir: Path):
+        with contextlib.chdir(run_dir):
+            plan = make_plan(config_mod.parse(yaml.safe_load(text)))
+            plan.fingerprint  # noqa: B018 (reads the input's samples here)
+            return plan
+
+    for run_dir, seed in ((first, 0), (second, 1)):
+        run_dir.mkdir()
+        write_volume(run_dir / "raw.zarr", smooth_volume((20, 48, 56), seed=seed), chunks=(4, 8, 8))
+    moved.mkdir()
+    shutil.copytree(first / "raw.zarr", moved / "raw.zarr")
+    one, two, three = plan_in(first), plan_in(second), plan_in(moved)
+    assert one.input_info == two.input_info  # the same metadata
+    assert one.fingerprint != two.fingerprint  # today: equal, and both write into one output
+    assert three.fingerprint == one.fingerprint  # a moved input is not another run
+
+    with contextlib.chdir(first):
+        run_locally(one)
+    written = zarr.open_array(small_config["output"]["path"], mode="r")[:]
+    with contextlib.chdir(second), pytest.raises(VolumeError, match="holds the results of"):
+        create_output(two)
+    np.testing.assert_array_equal(zarr.open_array(small_config["output"]["path"])[:], written)
+
+
+def test_markers_of_a_store_made_again_do_not_count(small_config, tmp_path):
+    """The output deleted and made again by another state dir (same settings, same fingerprint):
+    the first state dir's markers describe a store that is gone."""
+    import shutil
+
+    from helpers import config_with
+
+    from chunkflow.job.local_run import run_locally
+    from chunkflow.state.output_store import marker_census
+
+    plan = make_plan(config_mod.parse(small_config))
+    run_locally(plan)
+    assert len(marker_census(plan).done) == 8
+    shutil.rmtree(small_config["output"]["path"])
+    other = make_plan(config_mod.parse(config_with(small_config, state_dir=str(tmp_path / "b"))))
+    assert other.fingerprint == plan.fingerprint
+    create_output(other)
+    run_blocks(other, ["z0_y0_x0"])
+    census = marker_census(plan)  # today: 8 done, 7 of them never written into this store
+    assert (len(census.done), len(census.missing)) == (0, 8)
+    assert len(marker_census(other).done) == 1
+
+
+def test_piece_state_of_a_store_taken_over_and_back_is_not_resumed(tmp_path):
+    """A block killed mid-way; another run takes the output over (``output.replace``) and
+    writes it; the first takes it back: its piece state describes pieces overwritten since."""
+    import json
+
+    from helpers import config_with
+    from run_helpers import read_back, run_as_well
+    from slow_jobs import chunkflow
+
+    from chunkflow.job.local_run import run_locally
+
+    config, path, progress, _ = killed_mid_block(tmp_path)
+    assert json.loads(progress.read_text())["written"] >= 5
+    other = {"inference.overlap": [1, 6, 6], "state_dir": str(tmp_path / "b")}
+    taker = make_plan(config_mod.parse(config_with(config, **other, **{"output.replace": True})))
+    create_output(taker)
+    run_locally(taker)
+    back = config_with(config, **{"output.replace": True})
+    path.write_text(yaml.safe_dump(back))
+    assert chunkflow("create-output", "--config", str(path)).wait() == 0
+    job = chunkflow("run-block", "--config", str(path), "z0_y0_x0")
+    log = job.communicate()[1]
+    assert job.returncode == 0, log
+    assert f"piece progress '{progress}' is of other settings or another output store" in log
+    resumed = read_back(config["output"]["path"])[0]  # today: 5 pieces of the other run's
+    np.testing.assert_array_equal(resumed, run_as_well(config, "uninterrupted"))

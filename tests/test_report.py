@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
-from helpers import ValidConvNet, config_with, save_torchscript
+from helpers import ValidConvNet, config_with, save_torchscript, store_id
 from run_helpers import read_back
 from workflow_runs import (
     BASE_CONFIG,
@@ -265,7 +265,7 @@ def test_large_grids_aggregate_and_thumbnails_downsample(small_config, tmp_path,
     config = config_with(small_config, **{"model.path": model, "output.dtype": "uint8"})
     plan = make_plan(config_mod.parse(config))
     run_locally(plan)
-    done = read_markers(RunState.of(plan), plan.block_ids).done
+    done = read_markers(RunState.of(plan), plan.block_ids, store_id(plan)).done
     assert len(done) == 8  # a 2 x 2 x 2 grid
     done = [m for m in done if m.block != "z1_y1_x1"]
     monkeypatch.setattr(report, "MAX_CELLS", 4)  # 2 layers of one cell, of 1 x 2 x 2 blocks

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import config_with, write_volume
+from helpers import config_with, store_id, write_volume
 from run_helpers import run_all_blocks
 
 from chunkflow import config as config_mod
@@ -47,7 +47,7 @@ def test_background_blocks_are_zeros_and_the_rest_unchanged(small_config, tmp_pa
 
     settings = config_mod.parse(config_with(config, **{"input.background": fill}))
     plan = make_plan(settings)
-    census = read_markers(RunState.of(plan), plan.block_ids)
+    census = read_markers(RunState.of(plan), plan.block_ids, store_id(plan))
     done, stale, missing = census.done, census.stale, census.missing
     assert not stale and not missing
     skipped = {m.block for m in done if m.skipped == "background"}
@@ -56,10 +56,10 @@ def test_background_blocks_are_zeros_and_the_rest_unchanged(small_config, tmp_pa
 
 
 def test_changing_the_background_changes_the_fingerprint(small_config):
-    one = config_mod.parse(small_config).result_fingerprint("m")
+    one = config_mod.parse(small_config).result_fingerprint("m", {})
     other = config_mod.parse(
         config_with(small_config, **{"input.background": 3})
-    ).result_fingerprint("m")
+    ).result_fingerprint("m", {})
     assert one != other
 
 

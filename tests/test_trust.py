@@ -116,10 +116,11 @@ def test_every_output_format_records_the_result_fingerprint(name, small_config, 
     volume, created = create_output(plan)
     assert created and recorded(path) == plan.fingerprint == open_volume(path).info.fingerprint
     geometry = open_volume(path).info
+    assert len(geometry.store_id) == 32 and geometry.store_id == volume.info.store_id
 
-    volume.record_fingerprint("f" * 16)  # what output.replace does
+    volume.record_fingerprint("f" * 16, "b" * 32)  # what output.replace does
     assert recorded(path) == "f" * 16
-    assert open_volume(path).info == replace(geometry, fingerprint="f" * 16)
+    assert open_volume(path).info == replace(geometry, fingerprint="f" * 16, store_id="b" * 32)
     if name == "hdf5":  # the finishing step rewrites the file: the fingerprint stays
         open_volume(path, mode="r+").finish([])
         assert recorded(path) == "f" * 16
@@ -275,10 +276,10 @@ def test_status_lists_each_marker_folder_once(small_config, monkeypatch):
     listed = []
     real = os.listdir
     monkeypatch.setattr(os, "listdir", lambda path: listed.append(Path(path).name) or real(path))
-    from chunkflow.state.markers import read_markers
+    from chunkflow.state.markers import ANY_STORE, read_markers
 
-    plan = plan_of(small_config)
-    census = read_markers(RunState.of(plan), plan.block_ids)
+    plan = plan_of(small_config)  # the second run took the store over: any store's markers
+    census = read_markers(RunState.of(plan), plan.block_ids, ANY_STORE)
     done, stale, missing = census.done, census.stale, census.missing
     assert (len(done), stale, missing) == (8, [], [])
     other = plan_of(config_with(small_config, **OTHER_OVERLAP)).fingerprint

@@ -243,7 +243,7 @@ def test_fingerprint_follows_tta_and_affinities_only_when_used(small_config: dic
     square = config_with(small_config, **SQUARE)
 
     def fingerprint(**changes: Any) -> str:
-        return config_mod.parse(config_with(square, **changes)).result_fingerprint("sha")
+        return config_mod.parse(config_with(square, **changes)).result_fingerprint("sha", {})
 
     base = fingerprint()
     assert fingerprint(**{"model.affinity_axes": ["y", "x"]}) == base  # unused without TTA

@@ -8,13 +8,14 @@ in conftest.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from helpers import (
 from run_helpers import run_all_blocks
 
 from chunkflow import config as config_mod
-from chunkflow.engine.models import model_sha256
+from chunkflow.plan.run_plan import make_plan
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
@@ -202,11 +203,9 @@ def markers(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def fingerprint(run_dir: Path) -> str:
-    settings = config_mod.parse(read_config(run_dir))
-    model = settings.model
-    weights = model.weights and str(run_dir / model.weights)
-    files = replace(model, path=str(run_dir / model.path), weights=weights)
-    return settings.result_fingerprint(model_sha256(files))
+    """The fingerprint of the run in ``run_dir``: planned there (paths relative to it)."""
+    with contextlib.chdir(run_dir):
+        return make_plan(config_mod.parse(read_config(run_dir))).fingerprint
 
 
 def wait_for(condition, timeout: float, proc: subprocess.Popen, what: str) -> None:

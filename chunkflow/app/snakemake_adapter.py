@@ -137,11 +137,13 @@ class WorkflowRun:
         touched). Unless the output records this run's fingerprint, this fingerprint's markers
         and output record are set aside (``output_store.supersede``): the output is then taken
         over and every block computed. Otherwise the markers that are not valid markers of
-        their block are set aside as ``*.invalid``, and those blocks computed again.
+        their block in that store (of its identity) are set aside as ``*.invalid``, and those
+        blocks computed again.
         """
-        from chunkflow.state.output_store import results_current, supersede
+        from chunkflow.state.output_store import current_store, supersede
 
-        if not results_current(self.plan):
+        store = current_store(self.plan)
+        if store is None:
             count = supersede(self.plan)
             if not count:
                 return []
@@ -150,7 +152,7 @@ class WorkflowRun:
                 f"config (fingerprint {self.fingerprint}): set aside its {count} earlier "
                 "done-marker(s); every block will be computed"
             ]
-        invalid = set_aside_invalid(self.state)
+        invalid = set_aside_invalid(self.state, store.info.store_id)
         if not invalid:
             return []
         return [
@@ -295,8 +297,10 @@ def prepare(config: dict[str, Any], main: bool = True) -> WorkflowRun:
     (and plan only if they are not there: state on another file system).
 
     The stored copy is named by its content (``RunState.stored_config``), the facts by what
-    they depend on (``RunState.job_facts``), and neither is ever
-    rewritten: a snakemake that the lock then refuses changes nothing another run's jobs read.
+    they depend on without reading the input (``RunState.job_facts``), and neither is
+    rewritten unless what is recorded differs: a snakemake that the lock then refuses changes
+    nothing another run's jobs read, unless the input changed under that run (its fingerprint
+    identifies the input by content: those jobs fail on it anyway).
     Also puts this Python's bin folder first on PATH, so jobs find the `chunkflow` command.
     """
     if not config:
@@ -322,7 +326,7 @@ def prepare(config: dict[str, Any], main: bool = True) -> WorkflowRun:
     if not stored.exists():
         write_text_atomic(stored, text)
     recorded = RunState.job_facts(plan.settings.state_dir, key)
-    if not recorded.exists():  # named by what it depends on: never rewritten
+    if JobFacts.read(recorded) != facts:
         write_json_atomic(recorded, asdict(facts))
     return WorkflowRun(facts, stored, config, plan)
 

@@ -223,7 +223,7 @@ def verify(plan: RunPlan, options: VerifyOptions, state: RunState | None = None)
     output = open_output(settings.output)
     plan.check_output(output)  # a store of other settings: refused
     state = state or RunState.of(plan)  # the workflow: the state its rule names
-    done = read_markers(state, plan.block_ids).done
+    done = read_markers(state, plan.block_ids, output.info.store_id).done
     chosen = set(sample([m.block for m in done], options.sample, options.seed))
     markers = [m for m in done if m.block in chosen]
     record, inputs = VerifiedRecord(state), options.check_inputs

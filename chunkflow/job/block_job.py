@@ -253,7 +253,7 @@ class BlockRunner:
         plan = self.plan
         layout = PieceLayout(block, plan.piece_size, plan.patch_intervals(block))
         pieces = layout.pieces
-        state = PieceState(self.state, block.id, plan.piece_size)
+        state = PieceState(self.state, block.id, plan.piece_size, self._output.info.store_id)
         progress = self._resume(state, layout) if len(pieces) > 1 else PiecesWritten()
         clock = _Clock()
         counts = _IOCounts.now()
@@ -520,6 +520,7 @@ class BlockRunner:
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             io_retries=counts.retries,
             missing_input_chunks=counts.missing,
+            store_id=self._output.info.store_id,
         )
         marker.write(self.state)
         state.clear()

@@ -4,7 +4,7 @@ unwritten piece.
 
 It lives in ``RunState.pieces``, ``<state_dir>/pieces/<block id>/``, and is removed once the block's done-marker is
 written (the marker stays the checkpoint that counts). ``progress.json`` names the result
-fingerprint and piece size it belongs to, the sha256 of each carried sum still to be read, and
+fingerprint, piece size and output store (its identity) it belongs to, the sha256 of each carried sum still to be read, and
 its own checksum; state of other settings, or failing a check, is discarded. Each carried
 partial sum is one file, written atomically before the piece that made it is counted as
 written, and read by the piece it is carried to.
@@ -68,15 +68,21 @@ def _checked(data: dict[str, Any]) -> dict[str, Any]:
 
 
 class PieceState:
-    """The pieces written and the carried partial sums of one block, for one fingerprint and
-    piece size. ``progress.json`` holds its own checksum and the sha256 of every carried sum
+    """The pieces written and the carried partial sums of one block, for one fingerprint, piece
+    size and output store. ``progress.json`` holds its own checksum and the sha256 of every carried sum
     still to be read; each file is fsynced before its rename. State that fails a check, or is
     of other settings, is discarded with one warning naming it: the block is computed anew."""
 
-    def __init__(self, state: RunState, block_id: str, piece_size: Vec) -> None:
+    def __init__(
+        self, state: RunState, block_id: str, piece_size: Vec, store_id: str | None
+    ) -> None:
         self._state, self._block = state, block_id
         self.directory = state.pieces(block_id)
-        self._identity = {"fingerprint": state.fingerprint, "piece_size": list(piece_size)}
+        self._identity = {
+            "fingerprint": state.fingerprint,
+            "piece_size": list(piece_size),
+            "store_id": store_id,  # pieces written into this output store (VolumeInfo.store_id)
+        }
         self._carries: dict[str, str] = {}  # file name -> sha256, of the sums still to be read
 
     @property
@@ -99,7 +105,9 @@ class PieceState:
         if not isinstance(data, dict) or _checked(_without_sum(data)) != data:
             return self._discard(f"piece progress '{path}' fails its checksum")
         if any(data.get(k) != v for k, v in self._identity.items()):
-            return self._discard(f"piece progress '{path}' is of other settings")
+            return self._discard(
+                f"piece progress '{path}' is of other settings or another output store"
+            )
         self._carries = dict(data["carries"])
         return PiecesWritten(
             **{k: data[k] for k in ("written", "digest", "skipped", "input_digest")}

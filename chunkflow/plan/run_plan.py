@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -148,8 +149,16 @@ class RunPlan:
     @cached_property
     def fingerprint(self) -> str:
         """The result fingerprint: every setting that can change the written numbers, and the
-        model's content (``Settings.result_fingerprint``)."""
-        return self.settings.result_fingerprint(self.model_sha256)
+        model's content and the input's identity (``Settings.result_fingerprint``)."""
+        return self.settings.result_fingerprint(self.model_sha256, self.input_volume)
+
+    @cached_property
+    def input_volume(self) -> dict[str, Any]:
+        """What the input is, not what its path says: its stored metadata and a digest of a few
+        of its chunks (``input_identity``), read once."""
+        from chunkflow.plan.input_identity import input_identity
+
+        return input_identity(open_input(self.settings.input), self.roi)
 
     def check_output(self, volume: Volume, results: bool = True) -> None:
         """Refuse the open output ``volume`` if it disagrees with this plan (ROI, dtype, chunks,

@@ -4,7 +4,8 @@
 summary read it. A marker lives in the folder of its result fingerprint,
 ``RunState.marker``, ``<state_dir>/blocks/<fingerprint>/<block>.json``, so changed settings mean missing markers
 (Snakemake's targets) whatever Snakemake remembers. A file there that is not a whole marker of
-that block and fingerprint does not count: readers warn in one line and take the block as missing.
+that block and fingerprint, or that was written into another output store than the one there now
+(``store_id``), does not count: readers warn in one line and take the block as missing.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class DoneMarker:
     finished: str  # ISO 8601, local time with offset
     io_retries: int = 0  # object-store requests sent again after a transient error
     missing_input_chunks: int = 0  # read as the fill value (input.fill_missing)
+    store_id: str | None = None  # the identity of the output store written (VolumeInfo.store_id)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,15 +160,33 @@ def _other_folders(state: RunState) -> list[Path]:
     ]
 
 
-def set_aside_invalid(state: RunState) -> list[str]:
+#: a ``store_id`` for readers with no store to compare markers with (none there, or unreadable)
+ANY_STORE = "*"
+
+
+def read_counting(path: Path, store_id: str | None) -> DoneMarker:
+    """The marker in ``path`` (``DoneMarker.read``), if it was written into the output store of
+    identity ``store_id``, the one there now (or any: ``ANY_STORE``); a one-line MarkerError
+    otherwise."""
+    marker = DoneMarker.read(path)
+    if store_id != ANY_STORE and marker.store_id != store_id:
+        raise MarkerError(
+            f"done-marker '{path}' was written into another output store (id "
+            f"{marker.store_id}) than the one there now (id {store_id})"
+        )
+    return marker
+
+
+def set_aside_invalid(state: RunState, store_id: str | None) -> list[str]:
     """Set aside (``set_aside``) every file of the run's marker folder named like a marker
-    that is not a valid marker of its block; return why each did not count."""
+    that is not a valid marker of its block in the output store ``store_id``; return why each
+    did not count."""
     folder = state.marker_dir()
     reasons = []
     for name in sorted(_names(folder)):
         if name.endswith(".json") and not name.startswith("."):
             try:
-                DoneMarker.read(folder / name)
+                read_counting(folder / name, store_id)
             except MarkerError as err:
                 set_aside(folder / name)
                 reasons.append(str(err))
@@ -185,10 +205,11 @@ class MarkerCensus:
     note: str | None = None
 
 
-def read_markers(state: RunState, block_ids: list[str]) -> MarkerCensus:
-    """The done-markers of ``block_ids`` written with the run's fingerprint, the ids whose marker
-    is stale (only under other fingerprints: Snakemake will rerun them), then the ids without a
-    marker. A file that is not a valid marker of its block counts as none (one warning).
+def read_markers(state: RunState, block_ids: list[str], store_id: str | None) -> MarkerCensus:
+    """The done-markers of ``block_ids`` written with the run's fingerprint into the output store
+    of identity ``store_id``, the ids whose marker is stale (only under other fingerprints:
+    Snakemake will rerun them), then the ids without a marker. A file that is not a valid marker
+    of its block in that store counts as none (one warning).
 
     Each marker folder is listed once; only the current fingerprint's markers are read.
     """
@@ -199,7 +220,7 @@ def read_markers(state: RunState, block_ids: list[str]) -> MarkerCensus:
         name = f"{block_id}.json"
         if name in current:
             try:
-                done.append(DoneMarker.read(state.marker(block_id)))
+                done.append(read_counting(state.marker(block_id), store_id))
                 continue
             except MarkerError as err:
                 invalid.append(str(err))

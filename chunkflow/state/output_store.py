@@ -1,16 +1,20 @@
 """The output store: created once with the geometry and channel count the run will write, and
 finished once every block is written (a no-op except for formats that assemble parts: HDF5).
 
-The store records the result fingerprint of what it holds. A run whose fingerprint differs
-writes into it only after recording its own (``create_output``), which it may do when
+The store records the result fingerprint of what it holds, and an identity (``store_id``) given
+when it is created or taken over. A run whose fingerprint differs writes into it only after
+recording its own with a new identity (``create_output``), which it may do when
 ``output.replace`` says so or when the store holds this state dir's own earlier results; then
-every block is computed again. A done-marker counts only while the store records its fingerprint.
+every block is computed again. A done-marker, and a block's piece state, count only while the
+store records their fingerprint and identity: a store deleted and made again, or taken over and
+taken back, holds none of what they describe.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -18,7 +22,7 @@ from chunkflow.errors import VolumeError
 from chunkflow.geometry.grid import BlockGrid
 from chunkflow.plan.run_plan import RunPlan, other_results, refuse_other_results
 from chunkflow.state.files import set_aside, write_json_atomic
-from chunkflow.state.markers import MarkerCensus, read_markers
+from chunkflow.state.markers import ANY_STORE, MarkerCensus, read_markers
 from chunkflow.state.model_facts import model_facts
 from chunkflow.state.run_state import RunState
 from chunkflow.volumes import (
@@ -57,7 +61,8 @@ def create_output(plan: RunPlan) -> tuple[Volume, bool]:
     if existing is not None and not may_replace(plan, existing.info.fingerprint):
         refuse_other_results(existing, plan.fingerprint)  # before anything is written
     channels = model_facts(plan).output_channels  # cached when the workflow planned
-    info = replace(plan.output_info(channels), fingerprint=plan.fingerprint)
+    store_id = uuid.uuid4().hex  # used when the store is created or taken over
+    info = replace(plan.output_info(channels), fingerprint=plan.fingerprint, store_id=store_id)
     output = plan.settings.output
     if existing is None or existing.info.fingerprint != plan.fingerprint:
         supersede(plan)
@@ -67,7 +72,7 @@ def create_output(plan: RunPlan) -> tuple[Volume, bool]:
     else:
         refuse_mismatch(existing, info, output)
         if existing.info.fingerprint != plan.fingerprint:
-            existing.record_fingerprint(plan.fingerprint)
+            existing.record_fingerprint(plan.fingerprint, store_id)
         volume, created = existing, False
     write_json_atomic(RunState.of(plan).output_record(), output_record(volume, created))
     return volume, created
@@ -78,21 +83,22 @@ def open_existing(plan: RunPlan) -> Volume | None:
     return find_output(plan.settings.output)
 
 
-def results_current(plan: RunPlan) -> bool:
-    """Whether the done-markers of this plan's fingerprint describe the output: it exists and
-    records that fingerprint. An output holding other results that this run may not replace
-    (``may_replace``) is refused in one line, untouched."""
+def current_store(plan: RunPlan) -> Volume | None:
+    """The output, if the done-markers of this plan's fingerprint may describe it: it exists and
+    records that fingerprint (which of them do: ``markers.read_counting``, by its identity). An
+    output holding other results that this run may not replace (``may_replace``) is refused in
+    one line, untouched."""
     existing = open_existing(plan)
     if existing is None:
-        return False
+        return None
     if not may_replace(plan, existing.info.fingerprint):
         refuse_other_results(existing, plan.fingerprint)
-    return existing.info.fingerprint == plan.fingerprint
+    return existing if existing.info.fingerprint == plan.fingerprint else None
 
 
 def supersede(plan: RunPlan) -> int:
     """Set aside this plan's done-markers and output record, which do not describe the output
-    (``results_current`` is false), so that the workflow creates or takes over the output and
+    (``current_store`` is None), so that the workflow creates or takes over the output and
     computes every block; return how many markers were set aside."""
     state = RunState.of(plan)
     suffix = f".superseded-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
@@ -105,17 +111,18 @@ def supersede(plan: RunPlan) -> int:
 
 
 def marker_census(plan: RunPlan, state: RunState | None = None) -> MarkerCensus:
-    """``read_markers`` for ``plan`` (in ``state``, default: its configured state dir), where a
-    marker is stale too unless the output records this plan's fingerprint; then the census's
-    note says what the output holds instead (or why it cannot be opened)."""
-    census = read_markers(state or RunState.of(plan), plan.block_ids)
+    """``read_markers`` for ``plan`` (in ``state``, default: its configured state dir) and the
+    output store there, where a marker is stale too unless the output records this plan's
+    fingerprint; then the census's note says what the output holds instead (or why it cannot
+    be opened)."""
+    state = state or RunState.of(plan)
     try:
         existing = open_existing(plan)
     except VolumeError as err:  # a damaged store: no marker counts, and status says why
-        return _all_stale(plan, census, str(err))
-    if existing is None and not census.done:
-        return census
-    if existing is not None and existing.info.fingerprint == plan.fingerprint:
+        return _all_stale(plan, read_markers(state, plan.block_ids, ANY_STORE), str(err))
+    current = existing is not None and existing.info.fingerprint == plan.fingerprint
+    census = read_markers(state, plan.block_ids, existing.info.store_id if current else ANY_STORE)
+    if current or (existing is None and not census.done):
         return census
     if existing is None:
         note = f"output '{plan.settings.output.path}' does not exist"

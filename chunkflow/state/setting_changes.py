@@ -19,7 +19,7 @@ def record_settings(plan: RunPlan) -> Path:
     recorded already."""
     path = RunState.of(plan).settings_record()
     if not path.exists():
-        write_json_atomic(path, plan.settings.result_settings(plan.model_sha256))
+        write_json_atomic(path, plan.settings.result_settings(plan.model_sha256, plan.input_volume))
     return path
 
 
@@ -56,5 +56,7 @@ def change_note(plan: RunPlan, held: str) -> str:
         where = state.settings_record(held)
         unknown = f"which ones is not recorded ({where} does not exist)"
         return f"{what}; {unknown}; every block will be computed"
-    changed = differences(before, plan.settings.result_settings(plan.model_sha256))
+    changed = differences(
+        before, plan.settings.result_settings(plan.model_sha256, plan.input_volume)
+    )
     return f"{what}: {'; '.join(changed) or 'none recorded'}; every block will be computed"

@@ -10,6 +10,14 @@ from chunkflow.volumes.base import VolumeInfo
 
 #: the attribute in which an output store records the result fingerprint of what it holds
 FINGERPRINT_ATTR = "chunkflow_fingerprint"
+#: and the identity the store got when created or taken over (``VolumeInfo.store_id``)
+STORE_ID_ATTR = "chunkflow_store_id"
+
+
+def results_attrs(info: VolumeInfo) -> dict[str, str]:
+    """The attributes recording what an output store holds: its fingerprint and identity."""
+    pairs = ((FINGERPRINT_ATTR, info.fingerprint), (STORE_ID_ATTR, info.store_id))
+    return {name: value for name, value in pairs if value}
 
 
 def info_from_attrs(
@@ -21,7 +29,8 @@ def info_from_attrs(
 ) -> VolumeInfo:
     """The geometry of a (z, y, x) or (c, z, y, x) array whose attributes may hold
     ``resolution`` (or funlib's ``voxel_size``) and ``voxel_offset`` (or daisy's ``offset`` in
-    world units), and ``FINGERPRINT_ATTR``; ``chunks`` None means one chunk."""
+    world units), and ``FINGERPRINT_ATTR`` and ``STORE_ID_ATTR``; ``chunks`` None means one
+    chunk."""
     ndim = len(shape)
     if ndim not in (3, 4):
         raise VolumeError(
@@ -47,7 +56,7 @@ def info_from_attrs(
             f"'{path}' has an offset that is not a whole number of voxels "
             f"({[float(o) for o in raw_offset]}); fix its offset or resolution attribute"
         )
-    fingerprint = attrs.get(FINGERPRINT_ATTR)
+    fingerprint, store_id = attrs.get(FINGERPRINT_ATTR), attrs.get(STORE_ID_ATTR)
     return VolumeInfo(
         shape=vec(shape[-3:]),
         dtype=str(dtype),
@@ -56,6 +65,7 @@ def info_from_attrs(
         resolution=resolution,  # type: ignore[arg-type]
         channels=None if ndim == 3 else int(shape[0]),
         fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+        store_id=store_id if isinstance(store_id, str) else None,
     )
 
 

@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 class VolumeInfo:
     """Geometry and type of a volume. ``shape`` and ``chunk_size`` are spatial (z, y, x);
     ``channels`` is None for a volume without a channel axis, else the size of axis 0.
-    ``fingerprint``: the result fingerprint an output store records (None: none recorded); it is
-    no part of the geometry that ``differences`` compares."""
+    ``fingerprint``: the result fingerprint an output store records (None: none recorded), and
+    ``store_id``: the identity it got when created or taken over for that fingerprint, which
+    done-markers and piece state record; neither is part of the geometry that ``differences``
+    compares."""
 
     shape: Vec
     dtype: str
@@ -31,6 +33,7 @@ class VolumeInfo:
     resolution: tuple[float, float, float] = (1.0, 1.0, 1.0)
     channels: int | None = None
     fingerprint: str | None = None
+    store_id: str | None = None
 
     @property
     def bounds(self) -> Box:
@@ -135,8 +138,9 @@ class Volume(ABC):
         (expected 3)``; none by default."""
         return []
 
-    def record_fingerprint(self, fingerprint: str) -> None:
-        """Record ``fingerprint`` as the results this store holds; the default: read-only."""
+    def record_fingerprint(self, fingerprint: str, store_id: str) -> None:
+        """Record ``fingerprint`` as the results this store holds, and its new ``store_id``; the
+        default: read-only."""
         raise VolumeError(f"chunkflow cannot write {type(self).__name__} outputs ('{self.path}')")
 
     def storage_stamp(self, box: Box) -> str | None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from chunkflow.errors import VolumeError
 from chunkflow.geometry.boxes import Box
-from chunkflow.volumes.attributes import FINGERPRINT_ATTR, info_from_attrs
+from chunkflow.volumes.attributes import info_from_attrs, results_attrs
 from chunkflow.volumes.base import Volume, VolumeInfo, refuse_mip
 
 if TYPE_CHECKING:
@@ -113,12 +113,12 @@ class HDF5Volume(Volume):
             return [f"sharding (HDF5 has none; expected shard_size {list(output.shard_size)})"]
         return []
 
-    def record_fingerprint(self, fingerprint: str) -> None:
+    def record_fingerprint(self, fingerprint: str, store_id: str) -> None:
         import h5py
 
+        self.info = replace(self.info, fingerprint=fingerprint, store_id=store_id)
         with h5py.File(self.file, "r+") as f:
-            f[self.dataset].attrs[FINGERPRINT_ATTR] = fingerprint
-        self.info = replace(self.info, fingerprint=fingerprint)
+            f[self.dataset].attrs.update(results_attrs(self.info))
 
     def _read(self, index: tuple[slice, ...]) -> np.ndarray:
         import h5py
@@ -176,7 +176,7 @@ def _write_vds(
         "voxel_offset": list(info.voxel_offset),
         "resolution": list(info.resolution),
         "chunk_size": list(info.chunk_size),
-        **({FINGERPRINT_ATTR: info.fingerprint} if info.fingerprint else {}),
+        **results_attrs(info),
     }
     with h5py.File(tmp, "w") as f:
         f.create_virtual_dataset(dataset, layout, fillvalue=0).attrs.update(attrs)

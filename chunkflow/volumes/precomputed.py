@@ -167,6 +167,7 @@ class PrecomputedVolume(Volume):
             resolution=tuple(float(r) for r in self.scale["resolution"][::-1]),  # type: ignore[arg-type]
             channels=channels if channels > 1 or extra.get("channel_axis") else None,
             fingerprint=extra.get("fingerprint"),
+            store_id=extra.get("store_id"),
         )
         sharding = self.scale.get("sharding")
         self.shard_size: Vec | None = None
@@ -251,6 +252,7 @@ class PrecomputedVolume(Volume):
             "channel_axis": info.channels is not None,
             "compress": compress,
             "fingerprint": info.fingerprint,
+            "store_id": info.store_id,
         }
         try:
             _open(path, 0, "w", info=meta, options=output.storage_options).commit_info()
@@ -260,11 +262,12 @@ class PrecomputedVolume(Volume):
             raise VolumeError(f"cannot create '{path}' ({_reason(err)}); check the path") from None
         return cls(path, mode="r+", options=output.storage_options)
 
-    def record_fingerprint(self, fingerprint: str) -> None:
-        self.cv.info[INFO_KEY] = {**self.extra, "fingerprint": fingerprint}
+    def record_fingerprint(self, fingerprint: str, store_id: str) -> None:
+        results = {"fingerprint": fingerprint, "store_id": store_id}
+        self.cv.info[INFO_KEY] = {**self.extra, **results}
         self.cv.commit_info()
         self.extra = self.cv.info[INFO_KEY]
-        self.info = replace(self.info, fingerprint=fingerprint)
+        self.info = replace(self.info, **results)
 
     def format_mismatches(self, output: OutputOptions) -> list[str]:
         """What of the stored format, beyond the geometry, disagrees with ``output``."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from chunkflow.errors import ConfigError, VolumeError, first_line
 from chunkflow.geometry.boxes import Box, Vec, vec
-from chunkflow.volumes.attributes import FINGERPRINT_ATTR, info_from_attrs
+from chunkflow.volumes.attributes import info_from_attrs, results_attrs
 from chunkflow.volumes.base import Volume, VolumeInfo, refuse_mip, shard_size_mismatch
 from chunkflow.volumes.stores import StorageOptions, is_url, read_metadata, zarr_store
 
@@ -126,9 +126,9 @@ class ZarrVolume(Volume):
             out.append(shard_size_mismatch(self.shard_size, output.shard_size))
         return out
 
-    def record_fingerprint(self, fingerprint: str) -> None:
-        self.array.attrs[FINGERPRINT_ATTR] = fingerprint
-        self.info = replace(self.info, fingerprint=fingerprint)
+    def record_fingerprint(self, fingerprint: str, store_id: str) -> None:
+        self.info = replace(self.info, fingerprint=fingerprint, store_id=store_id)
+        self.array.attrs.update(results_attrs(self.info))
 
     @classmethod
     def create(cls, path: str, info: VolumeInfo, output: OutputOptions) -> ZarrVolume:
@@ -145,7 +145,7 @@ def create_array(
     options: StorageOptions | None = None,
 ) -> None:
     """A zarr array at ``path`` laid out as ``info`` says (``chunk_size`` the inner chunk when
-    sharded), with ``voxel_offset`` and ``resolution`` attributes (and the fingerprint, if any);
+    sharded), with ``voxel_offset`` and ``resolution`` attributes (and the fingerprint and store id, if any);
     ``options``: the store's ``storage_options``."""
     import zarr
 
@@ -164,7 +164,7 @@ def create_array(
         attributes={
             "voxel_offset": list(info.voxel_offset),
             "resolution": list(info.resolution),
-            **({FINGERPRINT_ATTR: info.fingerprint} if info.fingerprint else {}),
+            **results_attrs(info),
         },
         **extra,
     )
