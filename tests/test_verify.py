@@ -39,8 +39,9 @@ ALL = [f"z{z}_y{y}_x{x}" for z in (0, 1) for y in (0, 1) for x in (0, 1)]
 
 def verify(config: dict[str, Any], capsys, *args: str) -> tuple[int, str, str]:
     """`chunkflow verify` in-process: exit status, stdout, stderr."""
-    path = Path(config["state_dir"]).parent / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path, text = Path(config["state_dir"]).parent / "config.yaml", yaml.safe_dump(config)
+    if not path.exists() or path.read_text() != text:  # (a read-only run directory: as it is)
+        path.write_text(text)
     try:
         status = cli.main(["verify", "-c", str(path), *args])
     except SystemExit as exit:
@@ -249,3 +250,43 @@ def test_a_change_after_a_passing_verify_is_found_without_again(small_config, ca
     assert status == 0, out  # the same bytes: the blocks that read it are checked, and fine
     assert "verified before" in out and "of 7 finished blocks checked" in out, out
     assert not out.startswith("verify: 0 of"), out
+
+
+@pytest.fixture
+def mount_point(tmp_path):
+    """A small tmpfs at ``tmp_path/mnt`` (root only: skipped where mounting is not allowed)."""
+    import subprocess
+
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)])
+    if made.returncode != 0:
+        pytest.skip("mounting a tmpfs is not allowed here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_verify_in_a_read_only_run_directory_reports_and_changes_nothing(
+    small_config, mount_point, capsys, tmp_path
+):
+    import subprocess
+
+    config = config_with(small_config, state_dir=str(mount_point / "state"))
+    run(config)
+    chunk_file(config, (0, 0, 0)).unlink()  # block z0_y0_x0 damaged
+    (mount_point / "config.yaml").write_text(yaml.safe_dump(config))
+    subprocess.run(["mount", "-o", "remount,ro", str(mount_point)], check=True)
+    before = sorted(p.relative_to(mount_point) for p in mount_point.rglob("*"))
+    report = tmp_path / "verify.json"
+    status, out, err = verify(config, capsys, "--record", str(report))
+    assert status == PROBLEMS_EXIT and "Traceback" not in err, err
+    assert problems(out) == {"z0_y0_x0": "checksum mismatch (marker to invalidate)"}, out
+    assert "the run directory is read-only: 1 marker to invalidate, nothing changed" in out
+    assert sorted(p.relative_to(mount_point) for p in mount_point.rglob("*")) == before
+    recorded = json.loads(report.read_text())
+    assert (recorded["invalidated"], recorded["to_invalidate"]) == ([], ["z0_y0_x0"])
+
+    subprocess.run(["mount", "-o", "remount,rw", str(mount_point)], check=True)
+    status, out, _ = verify(config, capsys)  # where it can write: invalidated
+    assert problems(out) == {"z0_y0_x0": "checksum mismatch (marker invalidated)"}, out
+    assert missing(config) == ["z0_y0_x0"]

@@ -10,11 +10,14 @@ Blocks found fine are appended to ``<state_dir>/verified.jsonl`` (block, the mar
 the ``Stamps`` of the storage objects read, when): a rerun skips a block verified since its
 marker was written only while those objects are as they were read (names, sizes and
 modification times; a format that cannot tell is read again), and a killed verify resumes where
-it stopped.
+it stopped. In a run directory it cannot write (a read-only mount, an archive), verify reads the
+record but changes nothing: it reports what it finds (stdout, ``--record`` elsewhere) and says
+which markers it would have invalidated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -159,7 +162,8 @@ class _VerifyCounter:
 @dataclass(frozen=True)
 class VerifyReport:
     """What a verify run found: ``finished`` blocks, ``sampled`` of them, ``skipped`` as verified
-    before, the ``checks`` made (by block id), the blocks ``invalidated``."""
+    before, the ``checks`` made (by block id), the blocks ``invalidated`` (or to invalidate, when
+    the run directory is not ``writable``)."""
 
     finished: int
     sampled: int
@@ -167,6 +171,7 @@ class VerifyReport:
     checks: list[BlockCheck]
     invalidated: list[str]
     inputs: bool
+    writable: bool = True
 
     @property
     def problems(self) -> list[BlockCheck]:
@@ -178,7 +183,10 @@ class VerifyReport:
         invalid = set(self.invalidated)
         return [
             f"{c.block}: {'; '.join([*c.damage, *c.changed_input])}"
-            + (" (marker invalidated)" if c.block in invalid else "")
+            + (
+                f" (marker {'invalidated' if self.writable else 'to invalidate'})"
+                * (c.block in invalid)
+            )
             for c in self.problems
         ]
 
@@ -192,11 +200,16 @@ class VerifyReport:
             f"{len(self.checks) - len(self.problems):,} fine, {damaged:,} damaged"
         )
         text += f", {changed:,} with a changed input" if self.inputs else ""
-        if self.invalidated:
-            n = len(self.invalidated)
+        n = len(self.invalidated)
+        if n and self.writable:
             text += (
                 f"; {n:,} marker{'s' * (n != 1)} invalidated (*.invalid): "
                 "rerun snakemake to recompute those blocks"
+            )
+        elif n:
+            text += (
+                f"; the run directory is read-only: {n:,} marker{'s' * (n != 1)} to invalidate, "
+                "nothing changed (run verify where it can write to invalidate them)"
             )
         return text
 
@@ -208,7 +221,8 @@ class VerifyReport:
             "checked": len(self.checks),
             "inputs": self.inputs,
             "problems": {c.block: [*c.damage, *c.changed_input] for c in self.problems},
-            "invalidated": self.invalidated,
+            "invalidated": self.invalidated if self.writable else [],
+            "to_invalidate": [] if self.writable else self.invalidated,
         }
 
     @property
@@ -227,6 +241,7 @@ def verify(plan: RunPlan, options: VerifyOptions, state: RunState | None = None)
     chosen = set(sample([m.block for m in done], options.sample, options.seed))
     markers = [m for m in done if m.block in chosen]
     record, inputs = VerifiedRecord(state), options.check_inputs
+    writable = os.access(state.root, os.W_OK)
     known = {} if options.again else record.load()
     input = open_input(settings.input) if inputs else None
 
@@ -246,9 +261,11 @@ def verify(plan: RunPlan, options: VerifyOptions, state: RunState | None = None)
         )
 
     todo = [m for m in markers if not verified(m)]
-    checks = sorted(_check_all(plan, state, todo, options, record), key=lambda c: c.block)
+    found = _check_all(plan, state, todo, options, record if writable else None)
+    checks = sorted(found, key=lambda c: c.block)
     invalid = [c.block for c in checks if options.invalidates(c)]
-    return VerifyReport(len(done), len(markers), len(markers) - len(todo), checks, invalid, inputs)
+    skipped = len(markers) - len(todo)
+    return VerifyReport(len(done), len(markers), skipped, checks, invalid, inputs, writable)
 
 
 def _check_all(
@@ -256,21 +273,24 @@ def _check_all(
     state: RunState,
     markers: list[DoneMarker],
     options: VerifyOptions,
-    record: VerifiedRecord,
+    record: VerifiedRecord | None,
 ) -> list[BlockCheck]:
     """Check ``markers``' blocks, ``jobs`` at a time; as each check comes in, append a fine
     block to ``record`` or set an invalid one's marker aside (out of Snakemake's sight: the next
-    run recomputes the block). PiecesWritten on stderr."""
+    run recomputes the block); neither without a ``record`` (a read-only run directory).
+    Progress on stderr."""
     if not markers:
         return []
     checks, progress = [], _VerifyCounter(len(markers))
     pool = ThreadPoolExecutor(options.jobs)
     try:
         futures = {pool.submit(check_block, plan, m, options.check_inputs): m for m in markers}
-        with record.open() as f:
+        with record.open() if record else contextlib.nullcontext() as f:
             for future in as_completed(futures):
                 check = future.result()
-                if check.fine:
+                if record is None:
+                    pass
+                elif check.fine:
                     record.append(f, futures[future], check)
                 elif options.invalidates(check):
                     set_aside(state.marker(check.block))
