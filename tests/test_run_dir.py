@@ -259,3 +259,29 @@ def test_status_after_the_runs_own_settings_changed_says_what_comes(
     assert "holds the results of this run's earlier settings" in lines[1]
     assert lines[1].endswith("the next run computes every block anew")
     assert not any("output.replace" in line for line in lines)
+
+
+def test_a_run_killed_with_sigkill_leaves_a_lock_that_the_next_run_removes(
+    tmp_path, run_env, elsewhere
+):
+    """Snakemake killed at once (SIGKILL, a lost login node) keeps its lock on the run
+    directory; the next plain `chunkflow run` sees that the process holding it is gone."""
+    import signal
+
+    run_dir = make_run_dir(tmp_path / "run", CONFIG)
+    command = [CHUNKFLOW, "run", "-d", str(run_dir), "--cores", "1"]
+    process = subprocess.Popen(
+        command, cwd=elsewhere, env=run_env, start_new_session=True, stderr=subprocess.DEVNULL
+    )
+    locks = run_dir / ".snakemake" / "locks"
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not (locks.is_dir() and any(locks.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert any(locks.iterdir())  # today: every later run fails "Directory cannot be locked"
+
+    rerun = chunkflow(elsewhere, run_env, "run", "-d", str(run_dir), "--cores", "2")
+    (note,) = [line for line in rerun.stderr.splitlines() if "is gone" in line]
+    assert note.startswith(f"chunkflow: the Snakemake that locked '{run_dir}' is gone")
+    assert len(markers(run_dir)) == N_BLOCKS and not (locks.is_dir() and any(locks.iterdir()))

@@ -140,7 +140,7 @@ def test_the_stage_check_finds_an_upward_import():
 # The names of the run's state files and folders (chunkflow/state/run_state.py's layout).
 STATE_NAMES = {
     "blocks", "pieces", "jobs", "output", "settings", "configs", "plans", "model_checks", "logs",
-    "finished.json",
+    "finished.json", "snakemake.json",
     "summary.json", "summary.txt", "report.html", "verify.json", "verified.jsonl", "progress.json",
 }  # fmt: skip
 STATE_SUFFIXES = (".json", ".jsonl", ".yaml", ".log", ".npy")

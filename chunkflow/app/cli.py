@@ -146,9 +146,13 @@ def cmd_status(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from chunkflow.app.run_dir import snakemake_command
+    from chunkflow.app.run_dir import record_snakemake, snakemake_command, unlock_if_stale
 
-    command = snakemake_command(args.directory, args.config, args.profile, args.snakemake_args)
+    directory, config = args.directory, args.config
+    command = snakemake_command(directory, config, args.profile, args.snakemake_args)
+    if note := unlock_if_stale(directory, config, command):
+        print(f"chunkflow: {note}", file=sys.stderr, flush=True)
+    record_snakemake(directory, config)
     print(f"chunkflow: {shlex.join(command)}", file=sys.stderr, flush=True)
     os.execv(command[0], command)  # Snakemake itself: its signals, its lock, its exit status
 

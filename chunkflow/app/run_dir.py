@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import chunkflow
-from chunkflow.config import load_yaml
+from chunkflow.config import default, load_yaml
 from chunkflow.errors import ChunkflowError
+from chunkflow.state.processes import process_gone, record_process
+from chunkflow.state.run_state import RunState
 
 # Where a run directory keeps its config when --config is not given, in this order: a run
 # directory's own config.yaml, or the checkout's demo config (a checkout is a run directory).
@@ -79,3 +82,32 @@ def snakemake_command(
     command = [sys.executable, "-m", "snakemake", "-s", str(snakefile())]
     command += ["-d", run_dir, "--configfile", str(path)]
     return command + (["--profile", profile] if profile else []) + rest
+
+
+def unlock_if_stale(run_dir: str, config: str | None, command: list[str]) -> str | None:
+    """Remove Snakemake's lock on ``run_dir`` when the `chunkflow run` that took it is gone
+    (this host, its process ended without unlocking: killed with SIGKILL, a lost node), by
+    running ``command`` with ``--unlock``; return a line saying so (None: no stale lock). A
+    lock held by a Snakemake on another host, or not started by `chunkflow run`, is left:
+    Snakemake then says how to remove it."""
+    locks = Path(run_dir, ".snakemake", "locks")
+    if not (locks.is_dir() and any(locks.iterdir())):
+        return None
+    record = _snakemake_record(run_dir, config)
+    if not process_gone(record):
+        return None
+    subprocess.run([*command, "--unlock"], check=True, capture_output=True)
+    return f"the Snakemake that locked '{run_dir}' is gone ({record}); its lock is removed"
+
+
+def record_snakemake(run_dir: str, config: str | None) -> None:
+    """Record this process, which becomes the run's Snakemake, as the holder of its lock."""
+    path = _snakemake_record(run_dir, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record_process(path)
+
+
+def _snakemake_record(run_dir: str, config: str | None) -> Path:
+    """``RunState.snakemake_record`` of the state dir that the run's config names."""
+    state_dir = load_yaml(config_file(run_dir, config)).get("state_dir") or default("state_dir")
+    return RunState.snakemake_record(Path(run_dir, state_dir))

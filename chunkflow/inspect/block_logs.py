@@ -9,9 +9,7 @@ their last ``LOG_TAIL_BYTES`` only.
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import time
 from collections.abc import Container
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from pathlib import Path
 
 from chunkflow.plan.run_plan import RunPlan
 from chunkflow.state.markers import DoneMarker
+from chunkflow.state.processes import process_gone
 from chunkflow.state.run_state import BLOCK_RULE, RunState
 
 LOG_TAIL_BYTES = 4096  # what is read of a block log: the error and the last progress line
@@ -93,21 +92,6 @@ def log_tail(path: Path) -> str:
     return data.decode(errors="replace")
 
 
-def _process_gone(record: Path) -> bool:
-    """Whether the job that ``record`` names ran on this host and its process is gone (a
-    job on another host, or no record: not known)."""
-    try:
-        job = json.loads(record.read_text())
-        if job["host"] != socket.gethostname():
-            return False
-        os.kill(int(job["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return False
-
-
 def _names(folder: Path) -> list[str]:
     """The entries of ``folder``: one listing (none if it does not exist)."""
     try:
@@ -148,6 +132,6 @@ def unfinished_logs(plan: RunPlan, without_marker: Container[str]) -> list[Block
         if lines and is_finished_line(block, lines[-1]) and error is None:
             continue  # the job finished, and its marker is gone or did not count: missing
         last = lines[-1] if lines else ""
-        gone = _process_gone(state.job_record(block))
+        gone = process_gone(state.job_record(block))
         found.append(BlockLog(block, path, max(0.0, now - changed), error, last, gone))
     return sorted(found, key=lambda log: plan.grid.block_by_id(log.block).index)

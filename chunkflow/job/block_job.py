@@ -30,8 +30,8 @@ from chunkflow.job.piece_state import (
 )
 from chunkflow.plan.costs import format_seconds
 from chunkflow.plan.run_plan import RunPlan
-from chunkflow.state.files import write_json_atomic
 from chunkflow.state.markers import DoneMarker
+from chunkflow.state.processes import record_process
 from chunkflow.state.run_state import RunState
 from chunkflow.volumes import Volume, open_input, open_output, read_padded
 from chunkflow.volumes.retries import retries_so_far
@@ -243,7 +243,7 @@ class BlockRunner:
     def _stream(self, block: Block) -> DoneMarker:
         """Compute ``block``; meanwhile its job record names this process (for `status`)."""
         record = self.state.job_record(block.id)
-        write_json_atomic(record, {"host": socket.gethostname(), "pid": os.getpid()})
+        record_process(record)
         try:
             return self._stream_block(block, restarted=False)
         finally:  # a job that ends, however, is no longer running; one killed leaves its record

@@ -140,6 +140,11 @@ class RunState:
         files that ``key`` names (no fingerprint: these are read before any is computed)."""
         return Path(state_dir) / "plans" / f"{key}.json"
 
+    @staticmethod
+    def snakemake_record(state_dir: str | Path) -> Path:
+        """The `chunkflow run` whose Snakemake holds, or last held, the run directory's lock."""
+        return Path(state_dir) / "snakemake.json"
+
     def model_check(self, key: str) -> Path:
         """The cached facts of the model probe with ``key``."""
         return self.root / "model_checks" / f"{key}.json"
