@@ -90,7 +90,7 @@ def test_chunkflow_run_dry_run_plans_every_block_and_writes_nothing(
     said = result.stderr.splitlines()[0]
     assert said.startswith(f"chunkflow: {BIN}/python") and said.endswith(
         f" -m snakemake -s {SNAKEFILE} -d {run_dir} --configfile {run_dir / 'config.yaml'} "
-        "-n --cores 1"
+        "--rerun-incomplete -n --cores 1"
     )
     assert not (run_dir / "results").exists()
     assert sorted(p.name for p in run_dir.iterdir() if p.name != ".snakemake") == sorted(

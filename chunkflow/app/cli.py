@@ -145,14 +145,18 @@ def cmd_status(args: argparse.Namespace) -> None:
     print(format_status(run_status(_plan(args, of_a_run=True)), args.show))
 
 
+DRY_RUN = {"-n", "--dry-run", "--dryrun"}
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from chunkflow.app.run_dir import record_snakemake, snakemake_command, unlock_if_stale
 
     directory, config = args.directory, args.config
     command = snakemake_command(directory, config, args.profile, args.snakemake_args)
-    if note := unlock_if_stale(directory, config, command):
-        print(f"chunkflow: {note}", file=sys.stderr, flush=True)
-    record_snakemake(directory, config)
+    if not DRY_RUN.intersection(args.snakemake_args):  # a dry run takes no lock
+        if note := unlock_if_stale(directory, config, command):
+            print(f"chunkflow: {note}", file=sys.stderr, flush=True)
+        record_snakemake(directory, config)
     print(f"chunkflow: {shlex.join(command)}", file=sys.stderr, flush=True)
     os.execv(command[0], command)  # Snakemake itself: its signals, its lock, its exit status
 

@@ -76,11 +76,13 @@ def snakemake_command(
     run_dir: str, config: str | None, profile: str | None, rest: list[str]
 ) -> list[str]:
     """The Snakemake command line (this Python's Snakemake) that runs the workflow in
-    ``run_dir`` with its config, ``profile`` if given, and ``rest`` passed through."""
+    ``run_dir`` with its config, ``profile`` if given, and ``rest`` passed through. It reruns
+    the jobs that were running when an earlier Snakemake died (``--rerun-incomplete``): their
+    blocks resume at their first unwritten piece."""
     path = config_file(run_dir, config)
     load_yaml(path)  # a missing or broken config: one line here, not Snakemake's traceback
     command = [sys.executable, "-m", "snakemake", "-s", str(snakefile())]
-    command += ["-d", run_dir, "--configfile", str(path)]
+    command += ["-d", run_dir, "--configfile", str(path), "--rerun-incomplete"]
     return command + (["--profile", profile] if profile else []) + rest
 
 
