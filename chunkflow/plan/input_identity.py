@@ -17,34 +17,39 @@ from typing import Any
 import numpy as np
 
 from chunkflow.geometry.boxes import Box, elementwise, sub
-from chunkflow.volumes import Volume
+from chunkflow.volumes import Volume, open_volume
+from chunkflow.volumes.options import InputOptions
 
 #: how many storage chunks are sampled, along the ROI's diagonal
 SAMPLES = 8
 
 
-def sample_boxes(volume: Volume, roi: Box, count: int = SAMPLES) -> list[Box]:
+def sample_boxes(volume: Volume, count: int = SAMPLES) -> list[Box]:
     """The storage chunks of ``volume`` holding ``count`` points evenly spaced along the
-    diagonal of ``roi``, its first and last voxels included, clipped to the volume and without
-    repeats, in order."""
-    info, last = volume.info, sub(roi.stop, (1, 1, 1))
+    diagonal of its bounds, its first and last voxels included, without repeats, in order."""
+    info, bounds = volume.info, volume.bounds
+    last = sub(bounds.stop, (1, 1, 1))
     boxes: list[Box] = []
     for step in range(count):
-        point = elementwise(lambda a, b, i=step: a + (b - a) * i // (count - 1), roi.start, last)
+        point = elementwise(lambda a, b, i=step: a + (b - a) * i // (count - 1), bounds.start, last)
         start = elementwise(
             lambda p, o, c: p - (p - o) % c, point, info.voxel_offset, info.chunk_size
         )
-        box = Box.from_shape(start, info.chunk_size).intersect(volume.bounds)
+        box = Box.from_shape(start, info.chunk_size).intersect(bounds)
         if box not in boxes:
             boxes.append(box)
     return boxes
 
 
-def input_identity(volume: Volume, roi: Box) -> dict[str, Any]:
+def input_identity(input: InputOptions) -> dict[str, Any]:
     """The input's metadata (``VolumeInfo``) and ``sample_sha256``, a digest of the values of
-    its chunks ``sample_boxes`` with their boxes, dtype and shape."""
+    its chunks ``sample_boxes`` with their boxes, dtype and shape. A chunk the store lacks reads
+    as the fill value here (the block that reads it fails on it, unless ``input.fill_missing``)."""
+    volume = open_volume(
+        input.path, mip=input.mip, options=input.storage_options, fill_missing=True
+    )
     digest = hashlib.sha256()
-    for box in sample_boxes(volume, roi):
+    for box in sample_boxes(volume):
         data = np.ascontiguousarray(volume.read(box))
         digest.update(f"{box} {data.dtype.str} {data.shape};".encode())
         digest.update(data.data)

@@ -29,6 +29,7 @@ from chunkflow.geometry.placement import (
     exact_intervals,
     lattice_count,
 )
+from chunkflow.plan.input_identity import input_identity
 from chunkflow.plan.job_memory import default_piece_size, job_memory_bytes
 from chunkflow.settings import OutputSettings, Settings
 from chunkflow.volumes import (
@@ -49,6 +50,9 @@ class RunPlan:
     roi: Box
     grid: BlockGrid
     geometry: PatchGeometry
+    # what the input is, not what its path says: its stored metadata and a digest of a few of
+    # its chunks (``input_identity``), read when planning
+    input_volume: dict[str, Any]
 
     @cached_property
     def blocks(self) -> list[Block]:
@@ -151,14 +155,6 @@ class RunPlan:
         """The result fingerprint: every setting that can change the written numbers, and the
         model's content and the input's identity (``Settings.result_fingerprint``)."""
         return self.settings.result_fingerprint(self.model_sha256, self.input_volume)
-
-    @cached_property
-    def input_volume(self) -> dict[str, Any]:
-        """What the input is, not what its path says: its stored metadata and a digest of a few
-        of its chunks (``input_identity``), read once."""
-        from chunkflow.plan.input_identity import input_identity
-
-        return input_identity(open_input(self.settings.input), self.roi)
 
     def check_output(self, volume: Volume, results: bool = True) -> None:
         """Refuse the open output ``volume`` if it disagrees with this plan (ROI, dtype, chunks,
@@ -292,8 +288,9 @@ def _check_apart(settings: Settings) -> None:
             )
 
 
-def make_plan(settings: Settings, input_info: VolumeInfo | None = None) -> RunPlan:
-    """Resolve ``settings`` against the input volume (opened for its metadata only)."""
+def make_plan(settings: Settings) -> RunPlan:
+    """Resolve ``settings`` against the input volume (its metadata, and a few of its chunks
+    for its identity: ``input_identity``)."""
     # the checks that need no volume first: a mistake there costs no I/O
     check_model_files(settings.model)
     sharded = settings.output.shard_size is not None
@@ -303,11 +300,11 @@ def make_plan(settings: Settings, input_info: VolumeInfo | None = None) -> RunPl
         backend = output_backend(settings.output.path, settings.output.storage_options)
     except VolumeError as err:
         raise ConfigError(f"output.path: {err}") from None
-    if input_info is None:
-        try:
-            input_info = open_input(settings.input).info
-        except VolumeError as err:
-            raise ConfigError(f"input.path: {err}") from None
+    try:
+        input_info = open_input(settings.input).info
+        identity = input_identity(settings.input)
+    except VolumeError as err:
+        raise ConfigError(f"input.path: {err}") from None
     _check_apart(settings)  # once the input is known to be a volume
     roi = _resolve_roi(settings, input_info.bounds)
     model = settings.model
@@ -318,4 +315,5 @@ def make_plan(settings: Settings, input_info: VolumeInfo | None = None) -> RunPl
     geometry = PatchGeometry(
         model.input_patch_size, model.output_patch_size, settings.inference.overlap
     )
-    return RunPlan(settings, input_info, roi, BlockGrid(roi, settings.block_size), geometry)
+    grid = BlockGrid(roi, settings.block_size)
+    return RunPlan(settings, input_info, roi, grid, geometry, identity)
