@@ -20,7 +20,7 @@ from chunkflow.geometry.boxes import Box, elementwise, sub
 from chunkflow.volumes import Volume, open_volume
 from chunkflow.volumes.options import InputOptions
 
-#: how many storage chunks are sampled, along the ROI's diagonal
+#: how many storage chunks are sampled, along the volume's diagonal
 SAMPLES = 8
 
 

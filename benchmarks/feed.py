@@ -1,0 +1,248 @@
+"""The feed: a block job's non-network path, with the network's cost removed.
+
+A free model (one 1x1x1 convolution, 1 -> 3 channels, then a sigmoid), patches without overlap or
+context, a uint8 input (the demo volume tiled, zstd chunks of 32x256x256) and a 3-channel uint8
+output with the same chunks: what is left of a block job is reading, decoding, scaling, digests,
+blending, conversion, encoding and writing. Three parts, in one run:
+
+1. whole `chunkflow run-block` processes of a small and a large block (``--small``,
+   ``--large``), ``--repeats`` times each, alternating, for each of ``--threads``
+   (``inference.threads``): the marginal rate between the two sizes (start-up cancels out), in
+   Mvoxel/s per job and per thread, and CPU seconds (user + system) per Gvoxel, marginal too;
+2. CPU seconds per Gvoxel by stage, each stage of one piece (``--piece``) done in this process
+   with the functions the block job calls;
+3. the floor: the same input read and the same output written by zarr alone (all threads), and
+   the bare zstd decode and encode of the same chunks; ours ÷ the floor.
+
+    .venv/bin/python benchmarks/feed.py [--small 32 256 256] [--large 128 1024 1024]
+        [--piece 64 512 512] [--threads 1 2] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+import zarr
+from streamed_block import write_volume
+
+BIN = Path(sys.executable).parent
+CHUNK = [32, 256, 256]
+FREE_NET = """\
+import torch
+from torch import nn
+
+
+def build_model():
+    return nn.Sequential(nn.Conv3d(1, 3, 1), nn.Sigmoid())
+"""
+
+
+def make_config(root: Path, name: str, block: list[int], threads: int) -> Path:
+    """A config of the free model over ``root/raw.zarr``, one block of ``block``."""
+    config = {
+        "input": {"path": str(root / "raw.zarr")},
+        "output": {"path": str(root / f"{name}.zarr"), "dtype": "uint8", "chunk_size": CHUNK},
+        "block_size": block,
+        "model": {
+            "path": str(root / "free.py"),
+            "weights": str(root / "free.pt"),
+            "input_patch_size": CHUNK,
+            "output_patch_size": CHUNK,
+            "output_channels": 3,
+        },
+        "inference": {"overlap": [0, 0, 0], "batch_size": 1, "device": "cpu", "threads": threads},
+        "state_dir": str(root / f"state_{name}"),
+    }
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    subprocess.run(
+        [str(BIN / "chunkflow"), "create-output", "--config", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+def run_block(config: Path) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system) of one `chunkflow run-block` of block z0_y0_x0,
+    its state cleared first."""
+    state = yaml.safe_load(config.read_text())["state_dir"]
+    subprocess.run(["rm", "-rf", state], check=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(
+        [str(BIN / "chunkflow"), "run-block", "--config", str(config), "z0_y0_x0"],
+        check=True,
+        capture_output=True,
+    )
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def whole_jobs(root: Path, args: argparse.Namespace) -> dict[int, float]:
+    """Part 1; returns the marginal Mvoxel/s per job for each thread count."""
+    small, large = int(np.prod(args.small)), int(np.prod(args.large))
+    print(f"1. whole run-block processes, {args.small} and {args.large} blocks, medians of")
+    print(f"   {args.repeats}; marginal between the two sizes:")
+    print(
+        f"   {'threads':>7} {'small s':>8} {'large s':>8} {'Mvoxel/s':>9} {'per thread':>10} "
+        f"{'CPU s/Gvoxel':>12}"
+    )
+    rates = {}
+    for threads in args.threads:
+        configs = [
+            make_config(root, f"{n}{threads}", b, threads)
+            for n, b in (("small", args.small), ("large", args.large))
+        ]
+        runs: list[list[tuple[float, float]]] = [[], []]
+        for _ in range(args.repeats):
+            for i, config in enumerate(configs):
+                runs[i].append(run_block(config))
+        wall = [statistics.median(w for w, _ in r) for r in runs]
+        cpu = [statistics.median(c for _, c in r) for r in runs]
+        rate = (large - small) / (wall[1] - wall[0]) / 1e6
+        cpu_per_gvox = (cpu[1] - cpu[0]) / ((large - small) / 1e9)
+        rates[threads] = rate
+        print(
+            f"   {threads:>7} {wall[0]:>8.2f} {wall[1]:>8.2f} {rate:>9.1f} "
+            f"{rate / threads:>10.1f} {cpu_per_gvox:>12.1f}"
+        )
+    return rates
+
+
+def stages(root: Path, piece: list[int]) -> None:
+    """Part 2: each stage of one piece, CPU seconds per Gvoxel (process time: every thread)."""
+    import torch
+
+    from chunkflow import config as config_mod
+    from chunkflow.engine.inference import output_on_device
+    from chunkflow.geometry.boxes import Box
+    from chunkflow.job.block_job import BlockRunner
+    from chunkflow.job.piece_state import input_digest
+    from chunkflow.plan.run_plan import make_plan
+    from chunkflow.state.run_state import RunState
+    from chunkflow.volumes import open_input, open_output
+
+    config = make_config(root, "stages", piece, 2)
+    plan = make_plan(config_mod.parse(yaml.safe_load(config.read_text())))
+    torch.set_num_threads(2)
+    volume, output = open_input(plan.settings.input), open_output(plan.settings.output, "r+")
+    box = Box((0, 0, 0), tuple(piece))
+    predictor = BlockRunner(plan, RunState.of(plan)).predictor  # as a block job loads it
+    patches = plan.patches(plan.blocks[0])
+    gvox = int(np.prod(piece)) / 1e9
+    times: dict[str, float] = {}
+
+    def timed(name: str, work):
+        started = time.process_time()
+        value = work()
+        times[name] = (time.process_time() - started) / gvox
+        return value
+
+    raw = timed("read + decode input", lambda: volume.read(box))
+    timed("input digest (blake2b)", lambda: input_digest(raw))
+    summed = timed(
+        "to device, scale, forward, blend",
+        lambda: predictor.predict_on_device(raw, box, patches, box, scale="auto"),
+    )
+    converted = timed(
+        "convert to uint8, back", lambda: output_on_device(summed, "uint8").cpu().numpy()
+    )
+    timed("output sha256", lambda: hashlib.sha256(converted.tobytes()).hexdigest())
+    timed("encode + write output", lambda: output.write(box, converted))
+    print(f"\n2. one piece {piece}, 2 threads: CPU seconds per Gvoxel by stage")
+    for name, seconds in times.items():
+        print(f"   {name:34s} {seconds:7.1f}")
+    print(f"   {'total':34s} {sum(times.values()):7.1f}")
+
+
+def floor(root: Path, block: list[int]) -> float:
+    """Part 3: zarr alone reads the input and writes a 3-channel uint8 output like ours (all
+    threads); then zstd alone on the same chunks. Returns zarr's Mvoxel/s (read + write)."""
+    from zarr.codecs import ZstdCodec  # noqa: F401 (the codec zarr v3 writes by default)
+
+    raw = zarr.open_array(str(root / "raw.zarr"), mode="r")
+    out = zarr.create_array(
+        str(root / "floor.zarr"), shape=(3, *block), chunks=(3, *CHUNK), dtype="uint8"
+    )
+    region = tuple(slice(0, b) for b in block)
+    started = time.perf_counter()
+    data = raw[region]
+    read = time.perf_counter() - started
+    values = np.repeat(data[None], 3, axis=0)
+    started = time.perf_counter()
+    out[(slice(None), *region)] = values
+    write = time.perf_counter() - started
+    voxels = int(np.prod(block))
+    rate = voxels / (read + write) / 1e6
+    print(f"\n3. the floor, block {block}: zarr alone ({zarr.__version__}, all threads)")
+    print(f"   read + decode input  {voxels / read / 1e6:8.1f} Mvoxel/s")
+    print(f"   encode + write output (3 x uint8) {voxels / write / 1e6:8.1f} Mvoxel/s")
+    print(f"   both: {rate:.1f} Mvoxel/s")
+
+    import numcodecs
+
+    chunk = np.ascontiguousarray(data[: CHUNK[0], : CHUNK[1], : CHUNK[2]]).tobytes()
+    codec = numcodecs.Zstd(level=0)
+    encoded = codec.encode(chunk)
+    reps = 20
+    started = time.perf_counter()
+    for _ in range(reps):
+        codec.decode(encoded)
+    decode = len(chunk) * reps / (time.perf_counter() - started) / 1e6
+    started = time.perf_counter()
+    for _ in range(reps):
+        codec.encode(chunk)
+    encode = len(chunk) * reps / (time.perf_counter() - started) / 1e6
+    print(
+        f"   zstd alone, one core, a {CHUNK} uint8 chunk: decode {decode:.0f} MB/s, "
+        f"encode {encode:.0f} MB/s (ratio {len(chunk) / len(encoded):.1f})"
+    )
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--small", type=int, nargs=3, default=[32, 256, 256])
+    parser.add_argument("--large", type=int, nargs=3, default=[128, 1024, 1024])
+    parser.add_argument("--piece", type=int, nargs=3, default=[64, 512, 512])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
+        root = Path(tmp)
+        write_volume(root / "raw.zarr", tuple(args.large))
+        (root / "free.py").write_text(FREE_NET)
+        import torch
+
+        namespace: dict = {}
+        exec(FREE_NET, namespace)
+        torch.manual_seed(0)
+        torch.save(namespace["build_model"]().state_dict(), root / "free.pt")
+        rates = whole_jobs(root, args)
+        stages(root, args.piece)
+        zarr_rate = floor(root, args.large)
+        best = max(rates.values())
+        print(
+            f"\nours ({best:.1f} Mvoxel/s, best thread count) ÷ zarr alone: {best / zarr_rate:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
