@@ -61,11 +61,16 @@ CASES = {
 
 
 def counting_plan(tmp_path: Path, changes: dict) -> RunPlan:
-    """A plan over ``VOLUME`` (never opened) with a placeholder model file: plans read neither."""
-    model = tmp_path / "net.pt2"
+    """A plan over a store of ``VOLUME``'s metadata (no chunk written: they read as the fill
+    value) with a placeholder model file: plans read no model."""
+    from chunkflow.volumes.zarr_volume import create_array
+
+    model, raw = tmp_path / "net.pt2", tmp_path / "raw.zarr"
     model.touch()
+    if not raw.exists():
+        create_array(str(raw), VOLUME)
     config = {
-        "input": {"path": "raw.zarr"},
+        "input": {"path": str(raw)},
         "output": {"path": "out.zarr", "dtype": "float16", "chunk_size": [4, 4, 4]},
         "block_size": [8, 16, 12],
         "model": {
@@ -76,7 +81,9 @@ def counting_plan(tmp_path: Path, changes: dict) -> RunPlan:
         },
         "inference": {"overlap": [1, 3, 2]},
     }
-    return make_plan(config_mod.parse(config_with(config, **changes)), VOLUME)
+    plan = make_plan(config_mod.parse(config_with(config, **changes)))
+    assert plan.input_info == VOLUME
+    return plan
 
 
 def enumerated(plan: RunPlan, block) -> tuple[int, int, int]:
