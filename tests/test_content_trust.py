@@ -407,3 +407,29 @@ def test_piece_state_of_a_store_taken_over_and_back_is_not_resumed(tmp_path):
     assert f"piece progress '{progress}' is of other settings or another output store" in log
     resumed = read_back(config["output"]["path"])[0]  # today: 5 pieces of the other run's
     np.testing.assert_array_equal(resumed, run_as_well(config, "uninterrupted"))
+
+
+# ---------------------------------------------------------------------------------------------
+# principle 6: every clock is suspect
+
+
+@pytest.mark.workflow
+def test_files_dated_in_the_future_fail_no_job(finished, tmp_path, run_env, elsewhere):
+    """The model and every state file dated a day ahead (copied from a host whose clock runs
+    ahead), one block to do: Snakemake fails a job whose input is newer than its output, so
+    today every rerun fails (the model, an input of every job) and loses its new markers."""
+    import os
+    import time
+
+    from workflow_runs import copy_run, job_counts, marker_dir, markers, snakemake
+
+    run_dir = copy_run(finished[0], tmp_path / "run")
+    ahead = time.time() + 24 * 3600
+    for path in [run_dir / "models" / "net.pt", *(run_dir / ".chunkflow").rglob("*")]:
+        os.utime(path, (ahead, ahead))
+    (marker_dir(run_dir) / "z0_y0_x0.json").unlink()
+    result = snakemake(run_dir, run_env, elsewhere)
+    assert job_counts(result.text)["infer_block"] == 1 and len(markers(run_dir)) == 4
+    assert "were dated in the future (a clock ahead" in result.stderr
+    again = snakemake(run_dir, run_env, elsewhere)
+    assert "Nothing to be done" in again.text

@@ -26,7 +26,7 @@ from chunkflow import config as config_mod
 from chunkflow.errors import ChunkflowError, ConfigError
 from chunkflow.inspect.block_logs import first_error, log_tail, unfinished_logs
 from chunkflow.plan.run_plan import RunPlan, make_plan
-from chunkflow.state.files import write_json_atomic, write_text_atomic
+from chunkflow.state.files import undate_future, write_json_atomic, write_text_atomic
 from chunkflow.state.markers import set_aside_invalid
 from chunkflow.state.run_state import RunState
 
@@ -138,27 +138,32 @@ class WorkflowRun:
         and output record are set aside (``output_store.supersede``): the output is then taken
         over and every block computed. Otherwise the markers that are not valid markers of
         their block in that store (of its identity) are set aside as ``*.invalid``, and those
-        blocks computed again.
+        blocks computed again. The state files that are inputs of rules are dated now if a
+        clock ahead dated them later (``files.undate_future``).
         """
         from chunkflow.state.output_store import current_store, supersede
 
-        store = current_store(self.plan)
+        store, state, warnings = current_store(self.plan), self.state, []
+        markers = state.marker_dir()
+        inputs = [state.output_record(), state.finish_record]
+        if future := undate_future([*inputs, *(markers.iterdir() if markers.is_dir() else [])]):
+            warnings.append(
+                f"{len(future)} file(s) of the run's state were dated in the future (a clock "
+                f"ahead, e.g. {future[0]}); dated now, so that no job fails on them"
+            )
         if store is None:
-            count = supersede(self.plan)
-            if not count:
-                return []
-            return [
-                f"output '{self.plan.settings.output.path}' does not hold the results of this "
-                f"config (fingerprint {self.fingerprint}): set aside its {count} earlier "
-                "done-marker(s); every block will be computed"
-            ]
-        invalid = set_aside_invalid(self.state, store.info.store_id)
-        if not invalid:
-            return []
-        return [
-            f"set aside {len(invalid)} done-marker(s) that do not count as *.invalid "
-            f"(e.g. {invalid[0]}); their blocks will be computed again"
-        ]
+            if count := supersede(self.plan):
+                warnings.append(
+                    f"output '{self.plan.settings.output.path}' does not hold the results of "
+                    f"this config (fingerprint {self.fingerprint}): set aside its {count} "
+                    "earlier done-marker(s); every block will be computed"
+                )
+        elif invalid := set_aside_invalid(state, store.info.store_id):
+            warnings.append(
+                f"set aside {len(invalid)} done-marker(s) that do not count as *.invalid "
+                f"(e.g. {invalid[0]}); their blocks will be computed again"
+            )
+        return warnings
 
     def check_state_in_bucket(self, prefix: str, endpoint: str | None) -> str | None:
         """With the run's state in a bucket (Snakemake's storage plugin, default prefix

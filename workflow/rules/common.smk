@@ -38,8 +38,6 @@ except ChunkflowError as err:
 # str: Snakemake's params trigger records plain values only (str, int, list, ...), so moving or
 # deploying the workflow elsewhere reruns nothing either. tests/test_workflow.py checks both.
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
-# Run state (markers, records, logs) in an object store: --default-storage-provider
-STATE_IN_STORAGE = workflow.storage_settings.default_storage_provider is not None
 
 
 wildcard_constraints:

@@ -5,9 +5,10 @@ localrules:
     verify,
 
 
+# The model file is no input of any rule: its content is in the fingerprint (the markers' path),
+# and Snakemake fails a job whose input is dated after its output (a model copied from a host
+# whose clock runs ahead would fail every job). Its existence is checked when planning.
 rule create_output:
-    input:
-        model=ancient(local(config["model"]["path"])),
     output:
         RUN.output_record,
     params:
@@ -25,12 +26,9 @@ rule create_output:
 # the block's voxels (see chunkflow/app/snakemake_adapter.py). Small blocks can share a SLURM job:
 # --groups infer_block=blocks --group-components blocks=<n>.
 rule infer_block:
+    # Each job reads the model at model.path, which must exist where it runs.
     input:
         ancient(RUN.output_record),
-        # With a default storage provider (run state in a bucket) the model is no input: it
-        # would be staged from the bucket, or with local() keep every job on this host. Each
-        # job reads it at model.path, which must exist there (a job's re-parse hashes it).
-        **({} if STATE_IN_STORAGE else {"model": ancient(config["model"]["path"])}),
     output:
         RUN.marker_pattern,
     params:
