@@ -107,7 +107,8 @@ class Settings:
 
         The input is identified by what it is, ``input_volume`` (its metadata and a digest of
         sampled chunks: ``RunPlan.input_volume``), not by ``input.path``: the same text over
-        other data is another run, and a moved input (its path changed) is the same.
+        other data is another run, and a moved input (its path changed) is the same. So is the
+        model, by the sha256 of its files, not by ``model.path`` and ``model.weights``.
 
         Batch size, device, threads, the piece size, the job's resources, the mask (which picks
         blocks, not their values), ``verify``, ``output.replace`` and the state directory are
@@ -120,7 +121,7 @@ class Settings:
         inference = asdict(self.inference)
         for key in ("batch_size", "device", "threads"):
             inference.pop(key)
-        model = {**asdict(self.model), "sha256": model_sha256}
+        model = {**_without(asdict(self.model), "path", "weights"), "sha256": model_sha256}
         if self.inference.tta == "none":
             inference.pop("tta")
             model.pop("affinity_axes")

@@ -358,6 +358,22 @@ def test_the_same_config_text_over_other_data_is_another_run(small_config, tmp_p
     np.testing.assert_array_equal(zarr.open_array(small_config["output"]["path"])[:], written)
 
 
+def test_a_moved_model_is_the_same_model(small_config, tmp_path):
+    """The model is identified by its bytes: moved, the same run; changed, another."""
+    import shutil
+
+    from helpers import config_with
+
+    moved = tmp_path / "elsewhere" / "net.pt"
+    moved.parent.mkdir()
+    shutil.copy(small_config["model"]["path"], moved)
+    fingerprint = lambda c: make_plan(config_mod.parse(c)).fingerprint  # noqa: E731
+    elsewhere = config_with(small_config, **{"model.path": str(moved)})
+    assert fingerprint(elsewhere) == fingerprint(small_config)  # today: another run
+    save_torchscript(ValidConvNet(channels_out=2, seed=7), moved)
+    assert fingerprint(elsewhere) != fingerprint(small_config)
+
+
 def test_markers_of_a_store_made_again_do_not_count(small_config, tmp_path):
     """The output deleted and made again by another state dir (same settings, same fingerprint):
     the first state dir's markers describe a store that is gone."""
