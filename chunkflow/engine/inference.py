@@ -46,29 +46,13 @@ def keep_freed_memory() -> None:
         libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
 
 
-def chunk_on_device(chunk: np.ndarray, device: torch.device, scale: str = "none") -> torch.Tensor:
-    """``chunk`` ((c,) z, y, x) as a float32 (c, z, y, x) tensor on ``device``, where patches are
-    cut out of it: it travels as stored (uint8: a byte a voxel; on CUDA once, from pinned
-    memory, not batch by batch) and is scaled there, in float32: with ``scale`` "auto" an
-    integer dtype's range maps to [0, 1] (uint8: / 255)."""
-    integer = np.issubdtype(chunk.dtype, np.integer)
-    bounds = np.iinfo(chunk.dtype) if integer else None
+def chunk_on_device(chunk: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``chunk`` ((c,) z, y, x) as a (c, z, y, x) tensor on ``device``, where patches are cut out
+    of it: on CUDA it is copied once, from pinned memory, not batch by batch."""
     source = torch.from_numpy(chunk if chunk.ndim == 4 else chunk[None])
     if device.type == "cuda":
         source = source.pin_memory().to(device, non_blocking=True)
-    values = source.to(torch.float32)
-    if scale == "auto" and bounds is not None:
-        values.sub_(int(bounds.min)).div_(float(bounds.max - bounds.min))
-    return values
-
-
-def output_on_device(values: torch.Tensor, dtype: str) -> torch.Tensor:
-    """float32 predictions as the output dtype, where they are (in place where it can), so that
-    C bytes a voxel come back, not 4 C: uint8 clips to [0, 1], scales by 255 and rounds half to
-    even; float dtypes round to nearest."""
-    if dtype == "uint8":
-        return values.clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
-    return values.to(getattr(torch, dtype))
+    return source
 
 
 def patch_inputs(
@@ -149,23 +133,10 @@ class Predictor:
         target: Box,
         lattice: Intervals | None = None,
     ) -> np.ndarray:
-        """``predict_on_device``, brought back as a float32 array (channels, *target.shape)."""
-        return self.predict_on_device(chunk, chunk_box, patches, target, lattice).cpu().numpy()
-
-    def predict_on_device(
-        self,
-        chunk: np.ndarray,
-        chunk_box: Box,
-        patches: list[Box],
-        target: Box,
-        lattice: Intervals | None = None,
-        scale: str = "none",
-    ) -> torch.Tensor:
         """Blend the predictions of ``patches`` (output boxes) into ``target``.
 
         Args:
-            chunk: input covering ``chunk_box``, shape (z, y, x) or (c, z, y, x): as stored,
-                scaled on the device (``scale``: ``input.scale``), or float32 with scale "none".
+            chunk: scaled float32 input covering ``chunk_box``, shape (z, y, x) or (c, z, y, x).
             chunk_box: global voxel box of ``chunk``; holds every patch's input box.
             patches: output boxes of the patches, in a fixed order.
             target: the box to return.
@@ -176,13 +147,12 @@ class Predictor:
                 ``target``, which they cover.
 
         Returns:
-            float32 tensor (channels, *target.shape) on the device: the weighted mean of the
-            patches.
+            float32 array (channels, *target.shape): the weighted mean of the patches.
         """
         if not patches:
             raise ValueError("predict() needs at least one patch")
         weights = self._normalised_weights(patches, target, lattice)
-        source = chunk_on_device(chunk, self.device, scale)
+        source = chunk_on_device(chunk, self.device)
         total = None
         buffer = None  # the batch input, reused: the heap holds only what the model allocates
         with torch.inference_mode():
@@ -201,7 +171,7 @@ class Predictor:
                     dst = (slice(None), *overlap.slices(target.start))
                     total[dst].addcmul_(output[src], weights(patch))  # no temporary
                 del outputs, output  # not held through the next forward pass
-        return total
+        return total.cpu().numpy()
 
     def _normalised_weights(
         self, patches: list[Box], target: Box, lattice: Intervals | None

@@ -11,11 +11,12 @@ import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from chunkflow import __version__
+from chunkflow.engine.dtypes import scale_input, to_output_dtype
 from chunkflow.errors import ChunkflowError, ConfigError, ModelError, VolumeError
 from chunkflow.geometry.boxes import Box
 from chunkflow.geometry.grid import Block
@@ -34,9 +35,6 @@ from chunkflow.state.processes import record_process
 from chunkflow.state.run_state import RunState
 from chunkflow.volumes import Volume, open_input, open_output, read_padded
 from chunkflow.volumes.retries import retries_so_far
-
-if TYPE_CHECKING:
-    import torch
 
 log = logging.getLogger(__name__)
 
@@ -402,58 +400,42 @@ class BlockRunner:
         recent: dict[tuple[str, str], np.ndarray],
     ) -> tuple[np.ndarray, dict[Block, np.ndarray], list[Block]]:
         """The piece's output, the partial sums it carries to later pieces, and the pieces
-        that carried sums to it. The sums stay on the model's device until the output is in
-        its dtype: the input goes there as stored, C output bytes a voxel come back."""
-        import torch
+        that carried sums to it."""
+        reach = layout.reach(piece)
+        if read.raw is None:
+            channels = self._output.info.channels or 1
+            total = np.zeros((channels, *reach.shape), dtype=np.float32)
+        else:
+            chunk = scale_input(read.raw, self.plan.settings.input.scale)
+            total = self.predictor.predict(
+                chunk, read.chunk_box, read.patches, reach, lattice=layout.intervals
+            )
+        sources = layout.sources(piece)
+        for source in sources:
+            carried = recent.get((source.id, piece.id))
+            if carried is None:
+                carried = state.load_carry(source, piece)
+            total[
+                (slice(None), *layout.reach(source).intersect(piece.box).slices(reach.start))
+            ] += carried
+        outgoing = {
+            target: total[(slice(None), *reach.intersect(target.box).slices(reach.start))].copy()
+            for target in layout.targets(piece)
+        }
+        own = total[(slice(None), *piece.box.slices(reach.start))]
+        self._check_finite(layout, piece, own)
+        return to_output_dtype(own, self.plan.settings.output.dtype), outgoing, sources
 
-        from chunkflow.engine.inference import output_on_device
-
-        with torch.inference_mode():  # the sums are inference tensors: changed in place
-            reach, device = layout.reach(piece), self.predictor.device
-            if read.raw is None:
-                channels = self._output.info.channels or 1
-                total = torch.zeros((channels, *reach.shape), device=device)
-            else:
-                total = self.predictor.predict_on_device(
-                    read.raw,
-                    read.chunk_box,
-                    read.patches,
-                    reach,
-                    lattice=layout.intervals,
-                    scale=self.plan.settings.input.scale,
-                )
-            sources = layout.sources(piece)
-            for source in sources:
-                carried = recent.get((source.id, piece.id))
-                if carried is None:
-                    carried = state.load_carry(source, piece)
-                total[
-                    (slice(None), *layout.reach(source).intersect(piece.box).slices(reach.start))
-                ] += torch.from_numpy(carried).to(device)
-            outgoing = {
-                target: total[(slice(None), *reach.intersect(target.box).slices(reach.start))]
-                .cpu()
-                .numpy()
-                .copy()
-                for target in layout.targets(piece)
-            }
-            own = total[(slice(None), *piece.box.slices(reach.start))]
-            self._check_finite(layout, piece, own)
-            output = output_on_device(own, self.plan.settings.output.dtype)
-        return output.cpu().numpy(), outgoing, sources
-
-    def _check_finite(self, layout: PieceLayout, piece: Block, values: torch.Tensor) -> None:
+    def _check_finite(self, layout: PieceLayout, piece: Block, values: np.ndarray) -> None:
         """Fail the block on a NaN or infinite prediction; with ``inference.non_finite: zero``
         write 0 there instead."""
-        import torch
-
-        bad = ~torch.isfinite(values)
-        if not bool(bad.any()):
+        bad = ~np.isfinite(values)
+        if not bad.any():
             return
         if self.plan.settings.inference.non_finite == "zero":
             values[bad] = 0.0
             return
-        first = [int(i) for i in torch.nonzero(bad)[0]]
+        first = np.unravel_index(int(np.flatnonzero(bad)[0]), values.shape)
         where = [int(s + i) for s, i in zip(piece.box.start, first[1:], strict=True)]
         raise ModelError(
             f"block {layout.block.id}: the model '{self.plan.settings.model.path}' predicted "
