@@ -98,15 +98,20 @@ def unlock_if_stale(run_dir: str, config: str | None, command: list[str]) -> str
     record = _snakemake_record(run_dir, config)
     if not process_gone(record):
         return None
-    subprocess.run([*command, "--unlock"], check=True, capture_output=True)
+    if subprocess.run([*command, "--unlock"], capture_output=True).returncode:
+        return None  # Snakemake then says why it cannot lock
     return f"the Snakemake that locked '{run_dir}' is gone ({record}); its lock is removed"
 
 
 def record_snakemake(run_dir: str, config: str | None) -> None:
-    """Record this process, which becomes the run's Snakemake, as the holder of its lock."""
+    """Record this process, which becomes the run's Snakemake, as the holder of its lock
+    (where the state dir cannot be written, nothing: Snakemake then says so)."""
     path = _snakemake_record(run_dir, config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record_process(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record_process(path)
+    except OSError:
+        return
 
 
 def _snakemake_record(run_dir: str, config: str | None) -> Path:
