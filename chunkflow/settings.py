@@ -95,8 +95,8 @@ class Settings:
 
     def result_settings(self, model_sha256: str, input_volume: dict[str, Any]) -> dict[str, Any]:
         """What the result fingerprint hashes, as dotted keys of the config (``inference.overlap``)
-        and JSON values; the model file's content is ``model.sha256``, the input's location and
-        metadata ``input.volume.*`` (``RunPlan.input_volume``)."""
+        and JSON values; the model file's content is ``model.sha256``, the input's metadata and
+        sampled chunks' digest ``input.volume.*`` (``RunPlan.input_volume``)."""
         relevant = self._result_relevant(model_sha256, input_volume)
         offset, size = relevant.pop("roi")
         relevant["roi"] = {"offset": offset, "size": size}

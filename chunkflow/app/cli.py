@@ -149,14 +149,24 @@ DRY_RUN = {"-n", "--dry-run", "--dryrun"}
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from chunkflow.app.run_dir import record_snakemake, snakemake_command, unlock_if_stale
+    from chunkflow.app.run_dir import (
+        config_file,
+        record_snakemake,
+        snakemake_command,
+        snakemake_record,
+        unlock_if_stale,
+    )
+    from chunkflow.config import load_yaml
 
-    directory, config = args.directory, args.config
-    command = snakemake_command(directory, config, args.profile, args.snakemake_args)
+    directory = args.directory
+    path = config_file(directory, args.config)
+    config = load_yaml(path)  # a missing or broken config: one line here, not a traceback
+    command = snakemake_command(directory, path, args.profile, args.snakemake_args)
     if not DRY_RUN.intersection(args.snakemake_args):  # a dry run takes no lock
-        if note := unlock_if_stale(directory, config, command):
+        record = snakemake_record(directory, config)
+        if note := unlock_if_stale(directory, record, command):
             print(f"chunkflow: {note}", file=sys.stderr, flush=True)
-        record_snakemake(directory, config)
+        record_snakemake(record)
     print(f"chunkflow: {shlex.join(command)}", file=sys.stderr, flush=True)
     os.execv(command[0], command)  # Snakemake itself: its signals, its lock, its exit status
 

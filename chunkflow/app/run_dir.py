@@ -13,9 +13,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import chunkflow
-from chunkflow.config import default, load_yaml
+from chunkflow.config import default
 from chunkflow.errors import ChunkflowError
 from chunkflow.state.processes import process_gone, record_process
 from chunkflow.state.run_state import RunState
@@ -72,49 +73,37 @@ def snakefile() -> Path:
     return path
 
 
-def snakemake_command(
-    run_dir: str, config: str | None, profile: str | None, rest: list[str]
-) -> list[str]:
+def snakemake_command(run_dir: str, path: Path, profile: str | None, rest: list[str]) -> list[str]:
     """The Snakemake command line (this Python's Snakemake) that runs the workflow in
-    ``run_dir`` with its config, ``profile`` if given, and ``rest`` passed through. It reruns
-    the jobs that were running when an earlier Snakemake died (``--rerun-incomplete``): their
-    blocks resume at their first unwritten piece."""
-    path = config_file(run_dir, config)
-    load_yaml(path)  # a missing or broken config: one line here, not Snakemake's traceback
+    ``run_dir`` with its config file ``path``, ``profile`` if given, and ``rest`` passed
+    through. It reruns the jobs that were running when an earlier Snakemake died
+    (``--rerun-incomplete``): their blocks resume at their first unwritten piece."""
     command = [sys.executable, "-m", "snakemake", "-s", str(snakefile())]
     command += ["-d", run_dir, "--configfile", str(path), "--rerun-incomplete"]
     return command + (["--profile", profile] if profile else []) + rest
 
 
-def unlock_if_stale(run_dir: str, config: str | None, command: list[str]) -> str | None:
-    """Remove Snakemake's lock on ``run_dir`` when the `chunkflow run` that took it is gone
-    (this host, its process ended without unlocking: killed with SIGKILL, a lost node), by
-    running ``command`` with ``--unlock``; return a line saying so (None: no stale lock). A
-    lock held by a Snakemake on another host, or not started by `chunkflow run`, is left:
-    Snakemake then says how to remove it."""
+def snakemake_record(run_dir: str, config: dict[str, Any]) -> Path:
+    """``RunState.snakemake_record`` of the state dir that the run's ``config`` names."""
+    return RunState.snakemake_record(Path(run_dir, config.get("state_dir") or default("state_dir")))
+
+
+def unlock_if_stale(run_dir: str, record: Path, command: list[str]) -> str | None:
+    """Remove Snakemake's lock on ``run_dir`` when the `chunkflow run` that took it, as
+    ``record`` names it, is gone (this host, its process ended without unlocking: killed with
+    SIGKILL, a lost node), by running ``command`` with ``--unlock``; return a line saying so
+    (None: no stale lock). A lock held by a Snakemake on another host, or not started by
+    `chunkflow run`, is left: Snakemake then says how to remove it."""
     locks = Path(run_dir, ".snakemake", "locks")
-    if not (locks.is_dir() and any(locks.iterdir())):
-        return None
-    record = _snakemake_record(run_dir, config)
-    if not process_gone(record):
+    if not (locks.is_dir() and any(locks.iterdir())) or not process_gone(record):
         return None
     if subprocess.run([*command, "--unlock"], capture_output=True).returncode:
         return None  # Snakemake then says why it cannot lock
     return f"the Snakemake that locked '{run_dir}' is gone ({record}); its lock is removed"
 
 
-def record_snakemake(run_dir: str, config: str | None) -> None:
-    """Record this process, which becomes the run's Snakemake, as the holder of its lock
-    (where the state dir cannot be written, nothing: Snakemake then says so)."""
-    path = _snakemake_record(run_dir, config)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        record_process(path)
-    except OSError:
-        return
-
-
-def _snakemake_record(run_dir: str, config: str | None) -> Path:
-    """``RunState.snakemake_record`` of the state dir that the run's config names."""
-    state_dir = load_yaml(config_file(run_dir, config)).get("state_dir") or default("state_dir")
-    return RunState.snakemake_record(Path(run_dir, state_dir))
+def record_snakemake(record: Path) -> None:
+    """Record this process, which becomes the run's Snakemake, in ``record`` as the holder of
+    its lock (where the state dir cannot be written, nothing: Snakemake then says so)."""
+    with contextlib.suppress(OSError):
+        record_process(record)

@@ -288,11 +288,9 @@ def _check_all(
         with record.open() if record else contextlib.nullcontext() as f:
             for future in as_completed(futures):
                 check = future.result()
-                if record is None:
-                    pass
-                elif check.fine:
+                if record is not None and check.fine:
                     record.append(f, futures[future], check)
-                elif options.invalidates(check):
+                elif record is not None and options.invalidates(check):
                     set_aside(state.marker(check.block))
                 checks.append(check)
                 progress.add(check)

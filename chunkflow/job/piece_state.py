@@ -4,8 +4,9 @@ unwritten piece.
 
 It lives in ``RunState.pieces``, ``<state_dir>/pieces/<block id>/``, and is removed once the block's done-marker is
 written (the marker stays the checkpoint that counts). ``progress.json`` names the result
-fingerprint, piece size and output store (its identity) it belongs to, the sha256 of each carried sum still to be read, and
-its own checksum; state of other settings, or failing a check, is discarded. Each carried
+fingerprint, piece size and output store (its identity) it belongs to, the sha256 of each
+carried sum still to be read, and its own checksum; state of other settings or of another
+store, or failing a check, is discarded. Each carried
 partial sum is one file, written atomically before the piece that made it is counted as
 written, and read by the piece it is carried to.
 """
@@ -69,9 +70,10 @@ def _checked(data: dict[str, Any]) -> dict[str, Any]:
 
 class PieceState:
     """The pieces written and the carried partial sums of one block, for one fingerprint, piece
-    size and output store. ``progress.json`` holds its own checksum and the sha256 of every carried sum
-    still to be read; each file is fsynced before its rename. State that fails a check, or is
-    of other settings, is discarded with one warning naming it: the block is computed anew."""
+    size and output store. ``progress.json`` holds its own checksum and the sha256 of every
+    carried sum still to be read; each file is fsynced before its rename. State that fails a
+    check, or is of other settings or another store, is discarded with one warning naming it:
+    the block is computed anew."""
 
     def __init__(
         self, state: RunState, block_id: str, piece_size: Vec, store_id: str | None

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 
 from chunkflow.geometry.boxes import Box, elementwise, sub
-from chunkflow.volumes import Volume, open_volume
-from chunkflow.volumes.options import InputOptions
+from chunkflow.volumes import Volume
 
 #: how many storage chunks are sampled, along the volume's diagonal
 SAMPLES = 8
@@ -41,13 +40,11 @@ def sample_boxes(volume: Volume, count: int = SAMPLES) -> list[Box]:
     return boxes
 
 
-def input_identity(input: InputOptions) -> dict[str, Any]:
+def input_identity(volume: Volume) -> dict[str, Any]:
     """The input's metadata (``VolumeInfo``) and ``sample_sha256``, a digest of the values of
-    its chunks ``sample_boxes`` with their boxes, dtype and shape. A chunk the store lacks reads
-    as the fill value here (the block that reads it fails on it, unless ``input.fill_missing``)."""
-    volume = open_volume(
-        input.path, mip=input.mip, options=input.storage_options, fill_missing=True
-    )
+    its chunks ``sample_boxes`` with their boxes, dtype and shape. Open ``volume`` with
+    ``fill_missing``: a chunk the store lacks then samples as the fill value (the block that
+    reads it fails on it, unless ``input.fill_missing``)."""
     digest = hashlib.sha256()
     for box in sample_boxes(volume):
         data = np.ascontiguousarray(volume.read(box))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -300,9 +300,9 @@ def make_plan(settings: Settings) -> RunPlan:
         backend = output_backend(settings.output.path, settings.output.storage_options)
     except VolumeError as err:
         raise ConfigError(f"output.path: {err}") from None
-    try:
-        input_info = open_input(settings.input).info
-        identity = input_identity(settings.input)
+    try:  # opened once, for its metadata and identity: no block reads through this handle
+        volume = open_input(replace(settings.input, fill_missing=True))
+        input_info, identity = volume.info, input_identity(volume)
     except VolumeError as err:
         raise ConfigError(f"input.path: {err}") from None
     _check_apart(settings)  # once the input is known to be a volume

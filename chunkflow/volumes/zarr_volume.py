@@ -145,8 +145,8 @@ def create_array(
     options: StorageOptions | None = None,
 ) -> None:
     """A zarr array at ``path`` laid out as ``info`` says (``chunk_size`` the inner chunk when
-    sharded), with ``voxel_offset`` and ``resolution`` attributes (and the fingerprint and store id, if any);
-    ``options``: the store's ``storage_options``."""
+    sharded), with ``voxel_offset`` and ``resolution`` attributes (and the fingerprint and
+    store id, if any); ``options``: the store's ``storage_options``."""
     import zarr
 
     lead = () if info.channels is None else (info.channels,)
