@@ -34,6 +34,7 @@ class OutputSettings:
     zarr_format: int
     encoding: str = "raw"
     shard_size: Vec | None = None
+    zstd_level: int | None = None  # zarr outputs' compression (None: 1), set at creation
     replace: bool = False  # recompute into a store holding another run's results
     storage_options: dict[str, Any] | None = None
 
@@ -132,7 +133,7 @@ class Settings:
                 **_without(asdict(self.input), "path", "storage_options", "fill_missing"),
                 "volume": input_volume,
             },
-            "output": _without(asdict(self.output), "replace", "storage_options"),
+            "output": _without(asdict(self.output), "replace", "storage_options", "zstd_level"),
             "roi": [self.roi_offset, self.roi_size],
             "block_size": self.block_size,
             "model": model,

@@ -175,6 +175,54 @@ def test_the_check_is_cached_by_model_digest_and_geometry(small_config, monkeypa
     assert len(probes) == 3  # new weights: a new digest, checked again
 
 
+# A network that notes the type of every batch it is given; with NEEDS_VALUES it reads a value
+# of its input back into Python, which fake tensors cannot give.
+SEES_BATCHES = """\
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(1, 2, 3)
+
+    def forward(self, x):
+        with open({log!r}, "a") as log:
+            log.write(type(x).__name__ + "\\n")
+        if {needs_values} and x.abs().max().item() > 1e6:
+            raise ValueError("input out of range")
+        return self.conv(x)
+
+
+def build_model():
+    return Net()
+"""
+
+
+def batches_seen(tmp_path: Path, small_config: dict[str, Any], needs_values: bool) -> list[str]:
+    """The types of the batches the model check gives SEES_BATCHES's network."""
+    log = tmp_path / "batches.txt"
+    source = tmp_path / "sees.py"
+    source.write_text(SEES_BATCHES.format(log=str(log), needs_values=needs_values))
+    torch.manual_seed(0)
+    weights = tmp_path / "sees.pth"
+    torch.save(torch.nn.ModuleDict({"conv": torch.nn.Conv3d(1, 2, 3)}).state_dict(), weights)
+    config = model_of(small_config, path=str(source), weights=str(weights))
+    assert model_facts(make_plan(config_mod.parse(config))).output_channels == 2
+    return log.read_text().split()
+
+
+def test_the_check_computes_nothing_on_fake_tensors(tmp_path, small_config):
+    """Shapes and channels come from fake tensors: a full batch and one of a single patch reach
+    the network, no real batch does (no compute, no activations in Snakemake's process)."""
+    assert batches_seen(tmp_path, small_config, needs_values=False) == ["FakeTensor"] * 2
+
+
+def test_a_network_that_reads_values_is_checked_on_real_zeros(tmp_path, small_config):
+    seen = batches_seen(tmp_path, small_config, needs_values=True)
+    assert seen[0] == "FakeTensor" and set(seen[1:]) == {"Tensor"} and len(seen) == 3
+
+
 # ---------------------------------------------------------------------------------------------
 # through a real Snakemake run
 

@@ -7,6 +7,7 @@ padded reads are compared with ``numpy.pad`` of the whole volume.
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +15,18 @@ import pytest
 import zarr
 from helpers import output_format
 
-from chunkflow.errors import VolumeError
+from chunkflow.errors import ConfigError, VolumeError
 from chunkflow.geometry.boxes import Box
+from chunkflow.settings import OutputSettings
 from chunkflow.volumes import (
     VolumeInfo,
+    check_output_options,
     create_or_check,
     open_volume,
     read_padded,
     refuse_mismatch,
 )
-from chunkflow.volumes.zarr_volume import ZarrVolume
+from chunkflow.volumes.zarr_volume import ZSTD_LEVEL, ZarrVolume, holds_no_empty_chunk
 
 
 def write_zarr(path: Path, data: np.ndarray, zarr_format: int = 3, chunks=None, **attrs) -> str:
@@ -228,6 +231,76 @@ def test_created_volumes_carry_their_metadata(tmp_path, zarr_format, channels):
     if zarr_format == 3:
         assert list(array.metadata.dimension_names) == ["c", "z", "y", "x"][-len(lead) - 3 :]
     assert open_volume(path).info == info
+
+
+def chunk_keys(path: Path) -> set[str]:
+    """The chunk files of a zarr array (format 2 or 3), relative to it."""
+    meta = {".zarray", ".zattrs", "zarr.json"}
+    return {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() and p.name not in meta}
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("shard_size", [None, (4, 4, 8)])
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_writes_store_what_zarr_stores(tmp_path, zarr_format, shard_size, dtype):
+    """A chunk that a write leaves all fill value is not stored (and one stored before is
+    deleted), as zarr does it; a chunk is empty or not by all of it, also where a write covers
+    part of it; whichever way a write goes, the chunks hold what zarr itself writes."""
+    if shard_size is not None and zarr_format == 2:
+        pytest.skip("zarr v2 has no sharding")
+    info = VolumeInfo(shape=(8, 8, 16), dtype=dtype, chunk_size=(2, 4, 8), channels=2)
+    rng = np.random.default_rng(0)
+    data = rng.integers(1, 200, (2, 8, 8, 16)).astype(dtype)
+    data[:, 2:4] = 0  # a layer of empty chunks
+    data[:, 4:6, :2] = 0  # chunks half zero
+    data[1, 6:8, 4:8, 8:16] = -0.0 if dtype == "float32" else 0  # zero in one channel only
+    ours, theirs = tmp_path / "ours.zarr", tmp_path / "theirs.zarr"
+    volume = ZarrVolume.create(str(ours), info, output_format(zarr_format, shard_size))
+    expected = zarr.create_array(
+        store=str(theirs),
+        shape=data.shape,
+        chunks=(2, 2, 4, 8),
+        shards=None if shard_size is None else (2, *shard_size),
+        dtype=dtype,
+        fill_value=0,
+        zarr_format=zarr_format,
+    )
+    everything = Box((0, 0, 0), (8, 8, 16))
+    for values in (np.ones_like(data), data):  # the second write empties chunks of the first
+        volume.write(everything, values)
+        expected[...] = values
+    part = Box((1, 0, 0), (3, 8, 16))  # half of the chunks of z 0-1 and z 2-3, zeros
+    volume.write(part, np.zeros((2, *part.shape), dtype=dtype))
+    expected[:, 1:3] = 0
+    assert np.array_equal(volume.read(everything), expected[...])
+    assert chunk_keys(ours) == chunk_keys(theirs)
+    whole = (slice(None), slice(0, 8), slice(0, 8), slice(0, 16))
+    assert holds_no_empty_chunk(volume.array, whole, np.ones_like(data))  # zarr need not look
+    assert not holds_no_empty_chunk(volume.array, whole, data)
+    if shard_size is None:
+        assert not any(k.startswith(("c/0/1/", "0.1.")) for k in chunk_keys(ours))  # z 2-3
+        assert any(k.startswith(("c/0/0/", "0.0.")) for k in chunk_keys(ours))  # z 0-1: half
+        assert {"c/0/2/0/0", "0.2.0.0"} & chunk_keys(ours)  # half zero
+        assert {"c/0/3/1/1", "0.3.1.1"} & chunk_keys(ours)  # zero in one channel
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_outputs_are_compressed_at_the_configured_zstd_level(tmp_path, zarr_format):
+    def level(settings: OutputSettings) -> int:
+        path = tmp_path / f"{settings.zstd_level}.zarr"
+        ZarrVolume.create(str(path), OUT_INFO, settings)
+        compressor = zarr.open_array(str(path), mode="r").compressors[0]
+        return compressor.level
+
+    assert level(output_format(zarr_format)) == ZSTD_LEVEL == 1
+    assert level(replace(output_format(zarr_format), zstd_level=7)) == 7
+
+
+@pytest.mark.parametrize("url", ["out.h5:/pred", "precomputed://file://{tmp}/pre"])
+def test_zstd_level_is_refused_for_other_formats(tmp_path, url):
+    output = replace(output_format(3), path=url.format(tmp=tmp_path), zstd_level=3)
+    with pytest.raises(ConfigError, match=r"^output.zstd_level applies to zarr outputs only; "):
+        check_output_options(output)
 
 
 # ---------------------------------------------------------------------------------------------

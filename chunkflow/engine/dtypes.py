@@ -9,7 +9,11 @@ def scale_input(data: np.ndarray, mode: str) -> np.ndarray:
     """float32 network input; with ``auto`` integers map to [0, 1] (uint8 / 255)."""
     if mode == "auto" and np.issubdtype(data.dtype, np.integer):
         info = np.iinfo(data.dtype)
-        return (data.astype(np.float32) - info.min) / np.float32(info.max - info.min)
+        scaled = data.astype(np.float32)  # then in place: no temporaries
+        if info.min:
+            scaled -= np.float32(info.min)
+        scaled /= np.float32(info.max - info.min)
+        return scaled
     return data.astype(np.float32, copy=False)
 
 

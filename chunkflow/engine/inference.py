@@ -125,6 +125,11 @@ class Predictor:
             )
         return out.float()
 
+    def check_batch(self, batch: torch.Tensor) -> int:
+        """Run ``batch`` (patches, channels, z, y, x) as ``predict`` runs a batch, with its checks
+        of the model's output (each a ``ModelError``); return the output's channel count."""
+        return int(self._forward(batch).shape[1])
+
     def predict(
         self,
         chunk: np.ndarray,
@@ -169,15 +174,20 @@ class Predictor:
                     overlap = patch.intersect(target)
                     src = (slice(None), *overlap.slices(patch.start))
                     dst = (slice(None), *overlap.slices(target.start))
-                    total[dst].addcmul_(output[src], weights(patch))  # no temporary
+                    weight = weights(patch)
+                    if weight is None:  # its weights are all 1: x * 1 == x, one pass less
+                        total[dst].add_(output[src])
+                    else:
+                        total[dst].addcmul_(output[src], weight)  # no temporary
                 del outputs, output  # not held through the next forward pass
         return total.cpu().numpy()
 
     def _normalised_weights(
         self, patches: list[Box], target: Box, lattice: Intervals | None
-    ) -> Callable[[Box], torch.Tensor]:
+    ) -> Callable[[Box], torch.Tensor | None]:
         """A patch's weights over its overlap with ``target``, divided by the weight sum there
-        (float32, on the device): the outer product of its per-axis shares.
+        (float32, on the device): the outer product of its per-axis shares; None where they
+        are all 1 (no other patch reaches its voxels: patches without overlap).
 
         The y-x products are made here, before any forward pass, so nothing that lives through
         the block is allocated between batches (where it would pin freed heap memory).
@@ -187,6 +197,7 @@ class Predictor:
         else:
             shares = interval_shares(self._profiles, lattice, target)
         used = [{(p.start[a], p.stop[a]) for p in patches} for a in range(3)]
+        alone = [{key for key, v in axis.items() if (v == 1.0).all()} for axis in shares]
         z_shares, y_shares, x_shares = (
             {
                 key: torch.from_numpy(v.astype(np.float32)).to(self.device)
@@ -201,8 +212,10 @@ class Predictor:
             for x, x_share in x_shares.items()
         }
 
-        def weights(patch: Box) -> torch.Tensor:
+        def weights(patch: Box) -> torch.Tensor | None:
             (z0, y0, x0), (z1, y1, x1) = patch.start, patch.stop
+            if (z0, z1) in alone[0] and (y0, y1) in alone[1] and (x0, x1) in alone[2]:
+                return None
             return z_shares[z0, z1][:, None, None] * planes[(y0, y1), (x0, x1)]
 
         return weights

@@ -4,7 +4,6 @@ the input its patches read (the chained input digest)."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +13,7 @@ from chunkflow.geometry.boxes import Box, Vec
 from chunkflow.geometry.grid import BlockGrid
 from chunkflow.geometry.pieces import PieceLayout
 from chunkflow.job.block_job import read_patch_input
-from chunkflow.job.piece_state import chain_digest, input_digest
+from chunkflow.job.piece_state import chain_digest, input_digest, output_digest
 from chunkflow.plan.run_plan import RunPlan
 from chunkflow.state.markers import DoneMarker
 from chunkflow.volumes import Volume, open_input, open_output
@@ -77,13 +76,13 @@ def _check_output(
     chain, non_finite, nbytes = None, 0, 0
     for piece in layout.pieces:
         try:
-            values = np.ascontiguousarray(volume.read(piece.box))
+            values = volume.read(piece.box)
         except Exception as err:  # the store's own errors, e.g. a truncated compressed chunk
             return [_unreadable(volume, piece.box, plan.settings.output.chunk_size, err)], nbytes
         nbytes += values.nbytes
         if floating:
             non_finite += values.size - int(np.count_nonzero(np.isfinite(values)))
-        chain = chain_digest(chain, hashlib.sha256(values.data).hexdigest())
+        chain = chain_digest(chain, output_digest(values))
     damage = [] if chain == marker.output_sha256 else ["checksum mismatch"]
     if non_finite:
         damage.append(f"{non_finite:,} NaN or infinite value{'s' * (non_finite != 1)}")

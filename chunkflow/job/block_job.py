@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -27,6 +26,7 @@ from chunkflow.job.piece_state import (
     PiecesWritten,
     chain_digest,
     input_digest,
+    output_digest,
 )
 from chunkflow.plan.costs import format_seconds
 from chunkflow.plan.run_plan import RunPlan
@@ -82,14 +82,15 @@ def read_patch_input(
 
 @dataclass(frozen=True)
 class _Input:
-    """A piece's input, read: its patches, their input box, the input as stored and its digest
-    (None for a piece that computes no patch)."""
+    """A piece's input, read: its patches, their input box, the input as stored, its digest and,
+    if asked for, the network's float32 input (None for a piece that computes no patch)."""
 
     patches: list[Box]
     chunk_box: Box | None
     raw: np.ndarray | None
     digest: str | None
     seconds: float
+    scaled: np.ndarray | None = None
 
 
 @dataclass
@@ -190,10 +191,12 @@ class ProgressLines:
 class BlockRunner:
     """Runs blocks of one plan with one loaded model (loaded once, reused for every block).
 
-    A block streams through memory piece by piece (``chunkflow.geometry.pieces``): while the model
-    computes one piece, a thread reads the next piece's input and another writes the previous
-    piece, its carried partial sums and the block's progress (``chunkflow.job.piece_state``), so a
-    killed job resumes at its first unwritten piece.
+    A block streams through memory piece by piece (``chunkflow.geometry.pieces``) in three
+    stages: while the model computes one piece (and nothing else: on a GPU node this thread
+    feeds the device), a thread reads, digests and scales the next piece's input, and another
+    checks and converts the previous piece's output, then writes it, its carried partial sums and
+    the block's progress (``chunkflow.job.piece_state``), so a killed job resumes at its first
+    unwritten piece.
     """
 
     plan: RunPlan
@@ -305,14 +308,17 @@ class BlockRunner:
         log.info("block %s: resuming at piece %d of %d", layout.block.id, written + 1, len(pieces))
         return progress
 
-    def _read(self, layout: PieceLayout, piece: Block) -> _Input:
+    def _read(self, layout: PieceLayout, piece: Block, scale: bool = True) -> _Input:
+        """The piece's input; with ``scale``, the network's input made from it too."""
         started = time.time()
         patches = layout.patches(piece)
         if not patches:
             return _Input(patches, None, None, None, time.time() - started)
         where = f"block {layout.block.id}, piece {piece.id}"
         chunk_box, raw = read_patch_input(self.plan, self._input, patches, where)
-        return _Input(patches, chunk_box, raw, input_digest(raw), time.time() - started)
+        digest = input_digest(raw)
+        scaled = scale_input(raw, self.plan.settings.input.scale) if scale else None
+        return _Input(patches, chunk_box, raw, digest, time.time() - started, scaled)
 
     def _all_background(self, layout: PieceLayout, first: _Input, clock: _Clock) -> PiecesWritten:
         """A skipped block's progress if the block's whole input is background
@@ -323,7 +329,7 @@ class BlockRunner:
             return PiecesWritten()
         chain = None
         for piece in layout.pieces:
-            read = first if piece == layout.pieces[0] else self._read(layout, piece)
+            read = first if piece == layout.pieces[0] else self._read(layout, piece, scale=False)
             if read is not first:
                 clock.read += read.seconds
                 clock.io_wait += read.seconds
@@ -365,7 +371,7 @@ class BlockRunner:
                 if k + 1 < len(pieces):
                     next_read = reader.submit(self._read, layout, pieces[k + 1])
                 computing = time.time()
-                result, outgoing, sources = self._compute(layout, state, piece, read, recent)
+                own, outgoing, sources = self._compute(layout, state, piece, read, recent)
                 recent = {(piece.id, t.id): carried for t, carried in outgoing.items()}
                 clock.infer += time.time() - computing
                 if pending is not None:
@@ -373,10 +379,11 @@ class BlockRunner:
                     progress = pending.result()  # one piece is written at a time: bounded memory
                     clock.waited(waiting)
                 pending = writer.submit(
-                    self._write_piece,
+                    self._convert_and_write,
+                    layout,
                     state if streamed else None,
                     piece,
-                    result,
+                    own,
                     outgoing,
                     sources,
                     replace(progress, input_digest=chain_digest(progress.input_digest, read.digest))
@@ -399,16 +406,15 @@ class BlockRunner:
         read: _Input,
         recent: dict[tuple[str, str], np.ndarray],
     ) -> tuple[np.ndarray, dict[Block, np.ndarray], list[Block]]:
-        """The piece's output, the partial sums it carries to later pieces, and the pieces
-        that carried sums to it."""
+        """The piece's output (float32), the partial sums it carries to later pieces, and the
+        pieces that carried sums to it."""
         reach = layout.reach(piece)
-        if read.raw is None:
+        if read.scaled is None:
             channels = self._output.info.channels or 1
             total = np.zeros((channels, *reach.shape), dtype=np.float32)
         else:
-            chunk = scale_input(read.raw, self.plan.settings.input.scale)
             total = self.predictor.predict(
-                chunk, read.chunk_box, read.patches, reach, lattice=layout.intervals
+                read.scaled, read.chunk_box, read.patches, reach, lattice=layout.intervals
             )
         sources = layout.sources(piece)
         for source in sources:
@@ -422,16 +428,33 @@ class BlockRunner:
             target: total[(slice(None), *reach.intersect(target.box).slices(reach.start))].copy()
             for target in layout.targets(piece)
         }
-        own = total[(slice(None), *piece.box.slices(reach.start))]
+        return total[(slice(None), *piece.box.slices(reach.start))], outgoing, sources
+
+    def _convert_and_write(
+        self,
+        layout: PieceLayout,
+        state: PieceState | None,
+        piece: Block,
+        own: np.ndarray,
+        outgoing: dict[Block, np.ndarray],
+        sources: list[Block],
+        progress: PiecesWritten,
+        clock: _Clock,
+    ) -> PiecesWritten:
+        """``_write_piece`` of the piece's float32 output ``own``, checked and converted to the
+        output's dtype here, in the writer's thread: the model's thread only computes."""
+        started = time.time()
         self._check_finite(layout, piece, own)
-        return to_output_dtype(own, self.plan.settings.output.dtype), outgoing, sources
+        result = to_output_dtype(own, self.plan.settings.output.dtype)
+        clock.write += time.time() - started
+        return self._write_piece(state, piece, result, outgoing, sources, progress, clock)
 
     def _check_finite(self, layout: PieceLayout, piece: Block, values: np.ndarray) -> None:
         """Fail the block on a NaN or infinite prediction; with ``inference.non_finite: zero``
         write 0 there instead."""
-        bad = ~np.isfinite(values)
-        if not bad.any():
+        if np.isfinite(values.min()) and np.isfinite(values.max()):  # NaN propagates: no mask
             return
+        bad = ~np.isfinite(values)
         if self.plan.settings.inference.non_finite == "zero":
             values[bad] = 0.0
             return
@@ -458,7 +481,7 @@ class BlockRunner:
         block's progress: in that order, so a piece counted as written is whole."""
         started = time.time()
         self._output.write(piece.box, self._layout_of(result))
-        digest = hashlib.sha256(np.ascontiguousarray(result).tobytes()).hexdigest()
+        digest = output_digest(result)
         progress = replace(
             progress, written=progress.written + 1, digest=chain_digest(progress.digest, digest)
         )

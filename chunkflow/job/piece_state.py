@@ -58,6 +58,11 @@ def input_digest(raw: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(raw).data, digest_size=16).hexdigest()
 
 
+def output_digest(values: np.ndarray) -> str:
+    """The sha256 of a piece's output as stored (C order), which its done-marker chains."""
+    return hashlib.sha256(np.ascontiguousarray(values).data).hexdigest()
+
+
 class DamagedState(Exception):
     """A file of a block's streaming state that fails its check: not to be trusted."""
 

@@ -4,6 +4,14 @@ channel count, a file that is not a network, or a batch the model does not take 
 `chunkflow plan` and when the workflow plans, in one line. An existing output is then checked
 against the model's channel count too.
 
+The batches are fake tensors (``torch._subclasses.fake_tensor``): every operation computes its
+output's shape and checks its arguments as it would on real data, but nothing is computed or
+allocated, so the check takes seconds and little memory whatever the network (it runs in
+Snakemake's own process, on a login node). A network that needs real values (an operation whose
+output shape depends on them, a tensor read back into Python) fails on fake tensors; so does an
+ONNX model, which runs in ONNX Runtime: those are run on real zero patches, as is any model
+that fails on fake ones, whose real error is then the one reported.
+
 The run's state caches the result (``chunkflow.state.model_facts``), keyed by ``check_key``:
 the model's digest and everything the probe depends on.
 """
@@ -64,7 +72,8 @@ def check_output_against(plan: RunPlan, facts: ModelFacts) -> None:
 
 def probe(plan: RunPlan) -> int:
     """The model's output channels, from forward passes of zero patches on the CPU: a batch of
-    ``inference.batch_size`` and one of a single patch. Raises ``ModelError`` in one line."""
+    ``inference.batch_size`` and one of a single patch, on fake tensors where the model runs
+    on them, else real. Raises ``ModelError`` in one line."""
     import torch
 
     from chunkflow.engine.inference import Predictor
@@ -82,6 +91,9 @@ def probe(plan: RunPlan) -> int:
         output_channels=settings.model.output_channels,
         affinity_axes=settings.model.affinity_axes,  # its length is checked against the model
     )
+    channels = _fake_batches(predictor, plan)
+    if channels is not None:
+        return channels
     try:
         out = _predict_zeros(predictor, plan, batch_size + 1)
     except ModelError as err:
@@ -96,6 +108,25 @@ def probe(plan: RunPlan) -> int:
             f"{DYNAMIC_BATCH_HINT}"
         ) from None
     return int(out.shape[0])
+
+
+def _fake_batches(predictor: Predictor, plan: RunPlan) -> int | None:
+    """The model's output channels from a batch of ``inference.batch_size`` and one of a single
+    patch, both fake tensors; None where it cannot run on them or fails (then a run on real
+    patches decides, and gives the real error)."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    if not isinstance(predictor.model, torch.nn.Module):
+        return None  # ONNX Runtime computes on real arrays
+    shape = (plan.input_info.channels or 1, *plan.geometry.input_size)
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True):  # the weights stay real
+            batches = [torch.zeros((n, *shape)) for n in {predictor.batch_size, 1}]
+            sizes = {predictor.check_batch(batch) for batch in batches}
+    except Exception:
+        return None
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def _predict_zeros(predictor: Predictor, plan: RunPlan, patches: int) -> np.ndarray:

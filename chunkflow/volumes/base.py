@@ -120,7 +120,11 @@ class Volume(ABC):
     @classmethod
     def check_options(cls, output: OutputOptions) -> None:
         """Raise a ConfigError for storage options this format does not have, judged from the
-        config alone; by default only precomputed's ``encoding`` is refused."""
+        config alone; by default precomputed's ``encoding`` and zarr's ``zstd_level``."""
+        if output.zstd_level is not None:
+            raise ConfigError(
+                "output.zstd_level applies to zarr outputs only; remove it or write to a .zarr path"
+            )
         if output.encoding != "raw":
             raise ConfigError(
                 f"output.encoding {output.encoding} applies to precomputed outputs only; "

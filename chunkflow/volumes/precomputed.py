@@ -208,7 +208,7 @@ class PrecomputedVolume(Volume):
     @classmethod
     def check_options(cls, output: OutputOptions) -> None:
         """Every encoding and sharding the config allows is possible in precomputed."""
-        return None
+        super().check_options(replace(output, encoding="raw"))
 
     @classmethod
     def check_layout(cls, output: OutputOptions, shape: Vec) -> None:

@@ -1,0 +1,124 @@
+"""The model check before any job: its seconds and the peak memory of Snakemake's own process.
+
+A run directory with the demo volume and a config of the residual 3D U-Net of ``unet.py`` at
+``--width`` (default (32, 64, 128): 1,718,019 parameters) with ``--patch`` patches and
+``--batch-size``. `snakemake --dry-run` plans, checks the model and an existing output, as every
+run does before its first job; it runs ``--repeats`` times with the check's cache emptied and as
+often with it kept (alternating). The difference of the medians is the check's seconds; the peak
+RSS of the uncached runs (``wait4``: that process and what it waited for) is what the check
+costs the Snakemake process, on a cluster a login node.
+
+``--chunkflow DIR`` runs another checkout's package and workflow (e.g. a `git worktree` of an
+earlier commit) with this venv: before and after, side by side.
+
+    .venv/bin/python benchmarks/model_check.py [--width 32 64 128] [--patch 36 288 288]
+        [--batch-size 1] [--repeats 3] [--chunkflow DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from unet import UNet3D, parameter_count
+
+from chunkflow.app.demo import write_demo
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+NET = """\
+import sys
+
+sys.path.insert(0, {benchmarks!r})
+from unet import UNet3D
+
+
+def build_model():
+    return UNet3D(width={width!r})
+"""
+
+
+def dry_run(run_dir: Path, tree: Path, cached: bool) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one `snakemake --dry-run` of ``tree``'s workflow."""
+    if not cached:
+        shutil.rmtree(run_dir / ".chunkflow" / "model_checks", ignore_errors=True)
+    command = [str(BIN / "snakemake"), "-s", str(tree / "workflow" / "Snakefile")]
+    command += ["-d", str(run_dir), "--configfile", str(run_dir / "config.yaml")]
+    command += ["--cores", "1", "--dry-run", "--quiet", "all"]
+    env = {**os.environ, "PYTHONPATH": str(tree), "PATH": f"{run_dir / 'bin'}:{os.environ['PATH']}"}
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status):
+        sys.exit(f"snakemake failed:\n{process.stderr.read().decode()[-3000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--width", type=int, nargs=3, default=[32, 64, 128])
+    parser.add_argument("--patch", type=int, nargs=3, default=[36, 288, 288])
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunkflow", type=Path, default=REPO, help="the checkout to run")
+    args = parser.parse_args()
+    width = tuple(args.width)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp)
+        write_demo(run_dir / "resources", (64, 512, 512))
+        (run_dir / "net.py").write_text(
+            NET.format(benchmarks=str(REPO / "benchmarks"), width=width)
+        )
+        torch.manual_seed(0)
+        net = UNet3D(width=width)
+        torch.save(net.state_dict(), run_dir / "net.pth")
+        config = yaml.safe_load((args.chunkflow / "config" / "config.yaml").read_text())
+        config["input"]["path"] = str(run_dir / "resources" / "raw.zarr")
+        config["model"] = {
+            "path": str(run_dir / "net.py"),
+            "weights": str(run_dir / "net.pth"),
+            "input_patch_size": args.patch,
+            "output_patch_size": args.patch,
+            "output_channels": 3,
+        }
+        config["inference"]["batch_size"] = args.batch_size
+        config["block_size"] = [64, 512, 512]
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+        # the SLURM plugin runs `scontrol` when Snakemake imports it: without a controller
+        # that waits 10 s; a dry run needs no SLURM
+        stub = run_dir / "bin" / "scontrol"
+        stub.parent.mkdir()
+        stub.write_text("#!/bin/sh\nexit 1\n")
+        stub.chmod(0o755)
+        dry_run(run_dir, args.chunkflow, cached=False)  # warm the file cache, write .snakemake
+        runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+        for _ in range(args.repeats):
+            for cached in (False, True):
+                runs[cached].append(dry_run(run_dir, args.chunkflow, cached))
+    walls = {k: statistics.median(w for w, _ in v) for k, v in runs.items()}
+    rss = {k: max(r for _, r in v) for k, v in runs.items()}
+    print(
+        f"U-Net width {width}: {parameter_count(net):,} parameters, patches "
+        f"{'x'.join(map(str, args.patch))}, batch size {args.batch_size}, torch "
+        f"{torch.__version__}, checkout {args.chunkflow}"
+    )
+    print(f"snakemake --dry-run, medians of {args.repeats}:")
+    print(f"   model not checked yet: {walls[False]:6.2f} s, peak RSS {rss[False]:7.0f} MB")
+    print(f"   check cached:          {walls[True]:6.2f} s, peak RSS {rss[True]:7.0f} MB")
+    print(f"the check: {walls[False] - walls[True]:.2f} s, {rss[False] - rss[True]:.0f} MB more")
+
+
+if __name__ == "__main__":
+    main()
