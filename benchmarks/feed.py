@@ -183,6 +183,8 @@ def stages(root: Path, piece: list[int], rounds: int) -> None:
     for name, seconds in medians.items():
         print(f"   {name:34s} {seconds:7.1f}")
     print(f"   {'total':34s} {sum(medians.values()):7.1f}")
+    network = medians["to device, forward, blend, back"]
+    print(f"   {'all but the network':34s} {sum(medians.values()) - network:7.1f}")
 
 
 def floor(root: Path, block: list[int], threads: int) -> float:

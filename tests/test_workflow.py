@@ -327,6 +327,7 @@ def test_slurm_dry_run_asks_a_gpu_and_runtime_for_block_jobs_only(tmp_path, run_
         for r in resources:
             if rule == "infer_block":
                 assert r["gpu"] == "1" and int(r["runtime"]) == 11, r  # 10 min + 1 for its voxels
+                assert r["cpus_per_gpu"] == "8", r  # the job's reader, writer and codecs
             else:
                 assert "gpu" not in r and "runtime" not in r, (rule, r)
 

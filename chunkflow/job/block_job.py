@@ -35,12 +35,13 @@ from chunkflow.state.processes import record_process
 from chunkflow.state.run_state import RunState
 from chunkflow.volumes import Volume, open_input, open_output, read_padded
 from chunkflow.volumes.retries import retries_so_far
+from chunkflow.volumes.stores import use_allowed_cpus
 
 log = logging.getLogger(__name__)
 
 
-def where_it_ran(device: str) -> dict[str, Any]:
-    """Host, scheduler job and device facts for the marker."""
+def where_it_ran(device: str, cpus: int) -> dict[str, Any]:
+    """Host, scheduler job, device and CPU facts for the marker."""
     env = os.environ
     return {
         "host": socket.gethostname(),
@@ -49,6 +50,7 @@ def where_it_ran(device: str) -> dict[str, Any]:
         "slurm_node": env.get("SLURMD_NODENAME"),
         "cuda_visible_devices": env.get("CUDA_VISIBLE_DEVICES"),
         "device": device,
+        "cpus": cpus,
     }
 
 
@@ -203,6 +205,7 @@ class BlockRunner:
     state: RunState  # where the blocks' markers and piece progress go
     _input: Volume = field(init=False)
     _output: Volume = field(init=False)
+    cpus: int = field(init=False)  # the CPUs the job may run on
 
     def __post_init__(self) -> None:
         settings = self.plan.settings
@@ -216,6 +219,7 @@ class BlockRunner:
         from chunkflow.engine.models import load_model
 
         keep_freed_memory()
+        self.cpus = use_allowed_cpus()  # zarr's codec threads: the job's CPUs, not the node's
         device = resolve_model_device(settings)
         if settings.inference.device == "auto" and device.type == "cpu":
             log.warning(
@@ -533,7 +537,7 @@ class BlockRunner:
             pieces=len(layout.pieces),
             piece_size=list(layout.piece_size),
             timings_s=clock.as_json(),
-            ran_on=where_it_ran(str(self.predictor.device)),
+            ran_on=where_it_ran(str(self.predictor.device), self.cpus),
             model_sha256=plan.model_sha256,
             fingerprint=plan.fingerprint,
             chunkflow_version=__version__,

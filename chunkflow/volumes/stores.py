@@ -121,6 +121,17 @@ def object_store(url: str, options: StorageOptions | None = None) -> Any:
         raise VolumeError(f"cannot use '{url}' ({first_line(err)}); {_hint(url)}") from None
 
 
+def use_allowed_cpus() -> int:
+    """Size zarr's codec threads to the CPUs this process may run on, and return their count:
+    a SLURM job's allocation (``--cpus-per-gpu``, ``--cpus-per-task``), where zarr's default
+    pool counts every core of the node."""
+    import zarr
+
+    cpus = len(os.sched_getaffinity(0))
+    zarr.config.set({"threading.max_workers": cpus})
+    return cpus
+
+
 def zarr_store(path: str, mode: str, options: StorageOptions | None = None) -> Any:
     """What ``zarr.open``/``zarr.create_array`` take as ``store`` for ``path``: the path itself
     when local, else a zarr ObjectStore (read-only for ``mode`` 'r' and for http(s))."""
