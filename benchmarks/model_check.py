@@ -5,8 +5,9 @@ A run directory with the demo volume and a config of the residual 3D U-Net of ``
 ``--batch-size``. `snakemake --dry-run` plans, checks the model and an existing output, as every
 run does before its first job; it runs ``--repeats`` times with the check's cache emptied and as
 often with it kept (alternating). The difference of the medians is the check's seconds; the peak
-RSS of the uncached runs (``wait4``: that process and what it waited for) is what the check
-costs the Snakemake process, on a cluster a login node.
+RSS of the uncached runs (GNU time's ``%M``: a child of this large process would count this
+process's memory, which it inherits until it runs Snakemake) is what the check costs the
+Snakemake process, on a cluster a login node.
 
 ``--chunkflow DIR`` runs another checkout's package and workflow (e.g. a `git worktree` of an
 earlier commit) with this venv: before and after, side by side.
@@ -51,17 +52,18 @@ def dry_run(run_dir: Path, tree: Path, cached: bool) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one `snakemake --dry-run` of ``tree``'s workflow."""
     if not cached:
         shutil.rmtree(run_dir / ".chunkflow" / "model_checks", ignore_errors=True)
-    command = [str(BIN / "snakemake"), "-s", str(tree / "workflow" / "Snakefile")]
+    peak = run_dir / "peak_kb.txt"
+    command = ["/usr/bin/time", "-f", "%M", "-o", str(peak)]
+    command += [str(BIN / "snakemake"), "-s", str(tree / "workflow" / "Snakefile")]
     command += ["-d", str(run_dir), "--configfile", str(run_dir / "config.yaml")]
     command += ["--cores", "1", "--dry-run", "--quiet", "all"]
     env = {**os.environ, "PYTHONPATH": str(tree), "PATH": f"{run_dir / 'bin'}:{os.environ['PATH']}"}
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status):
-        sys.exit(f"snakemake failed:\n{process.stderr.read().decode()[-3000:]}")
-    return wall, usage.ru_maxrss / 1024
+    if result.returncode:
+        sys.exit(f"snakemake failed:\n{result.stderr[-3000:]}")
+    return wall, int(peak.read_text().split()[-1]) / 1024
 
 
 def main() -> None:

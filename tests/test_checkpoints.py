@@ -72,3 +72,26 @@ def test_the_marker_records_a_digest_of_the_input_it_read(small_config):
         marker = json.loads(RunState.of(plan).marker(block.id).read_text())
         raw = read_padded(volume, plan.chunk_box(plan.patches(block)), "reflect")
         assert marker["input_digest"] == hashlib.blake2b(raw.tobytes(), digest_size=16).hexdigest()
+
+
+class HugeNet(torch.nn.Module):
+    """3e38 everywhere: finite values whose sum over a piece overflows float32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * 0 + 3e38).repeat(1, 2, 1, 1, 1)
+
+
+def test_finite_predictions_whose_sum_overflows_are_written(small_config, tmp_path):
+    model = save_torchscript(HugeNet(), tmp_path / "huge.pt")
+    config = config_with(
+        small_config,
+        **{
+            "model.path": model,
+            "model.input_patch_size": [6, 16, 18],
+            "model.output_patch_size": [6, 16, 18],
+            "output.dtype": "float32",
+        },
+    )
+    written = run_all_blocks(config)
+    assert np.isinf(written.sum()) and np.isfinite(written).all()
+    np.testing.assert_allclose(written, 3e38, rtol=1e-5)

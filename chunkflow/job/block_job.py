@@ -456,9 +456,11 @@ class BlockRunner:
     def _check_finite(self, layout: PieceLayout, piece: Block, values: np.ndarray) -> None:
         """Fail the block on a NaN or infinite prediction; with ``inference.non_finite: zero``
         write 0 there instead."""
-        if np.isfinite(values.min()) and np.isfinite(values.max()):  # NaN propagates: no mask
+        if np.isfinite(values.sum()):  # no NaN or infinity, or it would be: one pass, no mask
             return
         bad = ~np.isfinite(values)
+        if not bad.any():  # finite values whose sum overflows
+            return
         if self.plan.settings.inference.non_finite == "zero":
             values[bad] = 0.0
             return
