@@ -88,6 +88,11 @@ def model_of(small_config: dict[str, Any], **model: Any) -> dict[str, Any]:
 def test_wrong_output_patch_size(tmp_path, small_config):
     line = plan_error(tmp_path, model_of(small_config, output_patch_size=[6, 14, 18]))
     assert "the model returned shape [1, 2, 6, 16, 18]" in line and "output_patch_size" in line
+    # a valid-convolution net given its input size as output size: the error names the size
+    line = plan_error(tmp_path, model_of(small_config, output_patch_size=[8, 18, 20]))
+    assert line.endswith(
+        "set model.output_patch_size: [6, 16, 18] (what it returns for [8, 18, 20])"
+    ), line
 
 
 def test_wrong_channel_count(tmp_path, small_config):

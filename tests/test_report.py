@@ -32,7 +32,7 @@ from chunkflow import config as config_mod
 from chunkflow.inspect import report
 from chunkflow.job.local_run import run_locally
 from chunkflow.plan.run_plan import make_plan
-from chunkflow.state.markers import STAGES, read_markers
+from chunkflow.state.markers import STAGES, DoneMarker, read_markers
 from chunkflow.state.run_state import RunState
 
 BROWSER = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
@@ -124,13 +124,43 @@ def decoded(images: list[str], tmp: Path) -> list[np.ndarray]:
 # what the page should show, computed from the markers and volumes directly
 
 
-def expected_bins(found: list[dict[str, Any]]) -> tuple[int, float]:
-    """The number of throughput intervals and their length (s), as the page documents them."""
+STEADY_MARKER = {  # a block of 1000 voxels that took 10 s
+    "block": "z0_y0_x0",
+    "box": {"start": [0, 0, 0], "stop": [10, 10, 10]},
+    "chunk_box": {"start": [0, 0, 0], "stop": [10, 10, 10]},
+    "skipped": None,
+    "patches": 1,
+    "voxels": 1000,
+    "pieces": 1,
+    "piece_size": [10, 10, 10],
+    "timings_s": {"read": 1.0, "infer": 8.0, "write": 2.0, "total": 11.0, "wall": 10.0},
+    "ran_on": {"device": "cpu"},
+    "model_sha256": "0" * 64,
+    "fingerprint": "0" * 16,
+    "chunkflow_version": "0",
+    "output_dtype": "uint8",
+    "output_sha256": "0" * 64,
+    "input_digest": None,
+    "finished": "",
+}
+
+
+def expected_rates(found: list[dict[str, Any]]) -> tuple[float, list[float]]:
+    """The throughput intervals' length (s) and rates as the page documents them: from the
+    first start to the last finish, at most 40 and one per second; per interval, the voxels of
+    each block times the share of its wall seconds in it, over the interval's length."""
     ends = [datetime.fromisoformat(m["finished"]).timestamp() for m in found]
-    start = min(e - m["timings_s"]["total"] for e, m in zip(ends, found, strict=True))
-    span = max(ends) - start
-    bins = max(1, min(40, len(found), int(span)))
-    return bins, span / bins
+    starts = [e - m["timings_s"]["wall"] for e, m in zip(ends, found, strict=True)]
+    span = max(ends) - min(starts)
+    bins = max(1, min(40, int(span)))
+    width = span / bins
+    rates = [0.0] * bins
+    for begin, end, m in zip(starts, ends, found, strict=True):
+        for i in range(bins):
+            low, high = min(starts) + i * width, min(starts) + (i + 1) * width
+            seconds = max(0.0, min(end, high) - max(begin, low))
+            rates[i] += m["voxels"] * seconds / (end - begin) / width
+    return width, rates
 
 
 def thumbnail_slice(found: list[dict[str, Any]], roi_start, roi_shape) -> tuple[str, list]:
@@ -187,10 +217,9 @@ def test_report_of_a_snakemake_run(finished, tmp_path):
     assert len(cells) == N_BLOCKS and {a["class"] for a, _ in cells} == {"cell done"}
     assert sorted(page.titles("cell")) == sorted(f"{m['block']}: done" for m in found)
 
-    bins, width = expected_bins(found)
-    points = page.titles("point")
-    assert len(points) == bins
-    rates = [float(t.split(": ")[1].split()[0]) for t in points]
+    width, expected = expected_rates(found)
+    rates = [float(t.split(": ")[1].split()[0]) for t in page.titles("point")]
+    assert rates == pytest.approx(expected, rel=1e-3, abs=1e-6 * max(expected))
     assert sum(rates) * width == pytest.approx(sum(m["voxels"] for m in found), rel=1e-3)
 
     sums = [float(text) for _, text in page.with_class("sum")]
@@ -217,6 +246,29 @@ def test_report_of_a_snakemake_run(finished, tmp_path):
 
 
 @pytest.mark.workflow
+def test_a_steady_run_of_blocks_finishing_in_pairs_looks_steady():
+    """Two jobs at a time, each block 10 s: blocks finish in pairs, every 10 s. Binned by
+    finish time the chart alternated full and empty intervals; spread over the seconds each
+    block ran, every interval shows the run's rate."""
+    finished = datetime.fromisoformat("2026-12-07T10:00:00+00:00").timestamp()
+    pairs = [
+        DoneMarker.from_json(
+            {
+                **STEADY_MARKER,
+                "block": f"z{k}_y0_x{j}",
+                "finished": datetime.fromtimestamp(finished + 10 * (k + 1))
+                .astimezone()
+                .isoformat(),
+            }
+        )
+        for k in range(20)
+        for j in range(2)
+    ]
+    width, rates = report.throughput_bins(pairs)
+    assert len(rates) == 40 and width == pytest.approx(5.0)
+    assert rates == pytest.approx([2 * 1000 / 10] * 40)
+
+
 def test_report_command_shows_missing_and_failed_blocks(finished, tmp_path, run_env):
     """Mid-run: one block's marker gone (missing), another's job failed (its real log)."""
     run_dir = copy_run(finished[0], tmp_path / "run")

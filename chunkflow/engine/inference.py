@@ -107,10 +107,16 @@ class Predictor:
             ) from None
         expected = self.geometry.output_size
         if out.ndim != 5 or tuple(out.shape[2:]) != expected or out.shape[0] != batch.shape[0]:
+            fix = "check model.input_patch_size / model.output_patch_size"
+            returned, given = list(out.shape[2:]), list(batch.shape[2:])
+            crops = out.ndim == 5 and all(
+                0 < r <= g and (g - r) % 2 == 0 for r, g in zip(returned, given, strict=True)
+            )
+            if crops and out.shape[0] == batch.shape[0]:  # e.g. valid convolutions
+                fix = f"set model.output_patch_size: {returned} (what it returns for {given})"
             raise ModelError(
                 f"the model returned shape {list(out.shape)} for input {list(batch.shape)}; "
-                f"expected (batch, channels, {', '.join(map(str, expected))}): "
-                "check model.input_patch_size / model.output_patch_size"
+                f"expected (batch, channels, {', '.join(map(str, expected))}): {fix}"
             )
         if self.output_channels is not None and out.shape[1] != self.output_channels:
             raise ModelError(
@@ -156,7 +162,10 @@ class Predictor:
         """
         if not patches:
             raise ValueError("predict() needs at least one patch")
-        weights = self._normalised_weights(patches, target, lattice)
+        weights, no_overlap = self._normalised_weights(patches, target, lattice)
+        # patches without overlap that cover the target: each voxel gets one patch's value,
+        # copied into an accumulator left unset (no zeros, no addition)
+        tiled = no_overlap and target.size == sum(p.intersect(target).size for p in patches)
         source = chunk_on_device(chunk, self.device)
         total = None
         buffer = None  # the batch input, reused: the heap holds only what the model allocates
@@ -169,13 +178,19 @@ class Predictor:
                 inputs = torch.stack(views, out=buffer[: len(group)])
                 outputs = self._forward(inputs)
                 if total is None:
-                    total = torch.zeros((outputs.shape[1], *target.shape), device=self.device)
+                    shape, new = (
+                        (outputs.shape[1], *target.shape),
+                        torch.empty if tiled else torch.zeros,
+                    )
+                    total = new(shape, device=self.device)
                 for patch, output in zip(group, outputs, strict=True):
                     overlap = patch.intersect(target)
                     src = (slice(None), *overlap.slices(patch.start))
                     dst = (slice(None), *overlap.slices(target.start))
                     weight = weights(patch)
-                    if weight is None:  # its weights are all 1: x * 1 == x, one pass less
+                    if tiled:
+                        total[dst].copy_(output[src])
+                    elif weight is None:  # its weights are all 1: x * 1 == x, one pass less
                         total[dst].add_(output[src])
                     else:
                         total[dst].addcmul_(output[src], weight)  # no temporary
@@ -184,10 +199,11 @@ class Predictor:
 
     def _normalised_weights(
         self, patches: list[Box], target: Box, lattice: Intervals | None
-    ) -> Callable[[Box], torch.Tensor | None]:
+    ) -> tuple[Callable[[Box], torch.Tensor | None], bool]:
         """A patch's weights over its overlap with ``target``, divided by the weight sum there
         (float32, on the device): the outer product of its per-axis shares; None where they
-        are all 1 (no other patch reaches its voxels: patches without overlap).
+        are all 1 (no other patch reaches its voxels: patches without overlap). And whether
+        they are None for every patch.
 
         The y-x products are made here, before any forward pass, so nothing that lives through
         the block is allocated between batches (where it would pin freed heap memory).
@@ -198,6 +214,7 @@ class Predictor:
             shares = interval_shares(self._profiles, lattice, target)
         used = [{(p.start[a], p.stop[a]) for p in patches} for a in range(3)]
         alone = [{key for key, v in axis.items() if (v == 1.0).all()} for axis in shares]
+        no_overlap = all(keys <= ones for keys, ones in zip(used, alone, strict=True))
         z_shares, y_shares, x_shares = (
             {
                 key: torch.from_numpy(v.astype(np.float32)).to(self.device)
@@ -218,4 +235,4 @@ class Predictor:
                 return None
             return z_shares[z0, z1][:, None, None] * planes[(y0, y1), (x0, x1)]
 
-        return weights
+        return weights, no_overlap

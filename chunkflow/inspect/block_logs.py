@@ -49,7 +49,7 @@ def finished_line(marker: DoneMarker) -> str:
     """The line a block job prints last, once the block's done-marker is written:
     ``z0_y1_x0: 400 patches, 81.20 s on cuda:0``."""
     what = "background, skipped" if marker.skipped else f"{marker.patches} patches"
-    return f"{marker.block}: {what}, {marker.timings_s['total']:.2f} s on {marker.ran_on['device']}"
+    return f"{marker.block}: {what}, {marker.seconds:.2f} s on {marker.ran_on['device']}"
 
 
 def is_finished_line(block: str, line: str) -> bool:

@@ -256,20 +256,32 @@ def _mix(low: str, high: str, fraction: float) -> str:
 
 def throughput_bins(markers: list[DoneMarker]) -> tuple[float, list[float]]:
     """The interval length (s) and, per interval from the first block's start to the last
-    block's finish, the voxels of the blocks finished in it divided by its length: up to
-    ``MAX_BINS`` intervals, at most one per block and one per second (the markers' finish
-    times are whole seconds). (0, []) without a time span."""
+    block's finish, the voxels computed in it divided by its length: each block's voxels
+    spread evenly over the seconds it ran (``DoneMarker.seconds``), so that a steady run looks
+    steady however its blocks finish (in pairs, say). Up to ``MAX_BINS`` intervals, at most
+    one per second (the markers' finish times are whole seconds); (0, []) without a span."""
     if not markers:
         return 0.0, []
     ends = np.array([datetime.fromisoformat(m.finished).timestamp() for m in markers])
-    start = float(min(ends - np.array([m.timings_s["total"] for m in markers])))
-    span = float(ends.max()) - start
+    starts = ends - np.array([m.seconds for m in markers])
+    start, span = float(starts.min()), float(ends.max() - starts.min())
     if span <= 0:
         return 0.0, []
-    bins = max(1, min(MAX_BINS, len(markers), int(span)))
+    bins = max(1, min(MAX_BINS, int(span)))
+    edges = start + span * np.arange(bins + 1) / bins
+    overlap = np.clip(
+        np.minimum(ends[:, None], edges[None, 1:]) - np.maximum(starts[:, None], edges[None, :-1]),
+        0.0,
+        None,
+    )  # (block, interval) seconds
+    lengths = ends - starts
+    share = np.where(  # a block of no duration: all of it where it ends
+        lengths[:, None] > 0,
+        overlap / np.where(lengths > 0, lengths, 1.0)[:, None],
+        np.arange(bins)[None, :] == np.minimum((ends - start) * bins // span, bins - 1)[:, None],
+    )
+    voxels = np.array([m.voxels for m in markers], dtype=np.float64) @ share
     width = span / bins
-    which = np.minimum(((ends - start) // width).astype(int), bins - 1)
-    voxels = np.bincount(which, weights=[m.voxels for m in markers], minlength=bins)
     return width, [float(v) / width for v in voxels]
 
 
@@ -312,8 +324,8 @@ def throughput_section(markers: list[DoneMarker]) -> str:
         f"time since the first block started ({unit})</text>"
         f"<text class='y-label' x='14' y='{(h - bottom + top) / 2}' text-anchor='middle' "
         f"transform='rotate(-90 14 {(h - bottom + top) / 2})'>voxels/s</text></svg>"
-        f"<p class='note'>{len(rates)} intervals of {width:.3g} s: the voxels of the blocks "
-        "finished in each interval, divided by its length.</p>"
+        f"<p class='note'>{len(rates)} intervals of {width:.3g} s: the voxels computed in each "
+        "interval (each block's spread over the seconds it ran), divided by its length.</p>"
     )
 
 

@@ -77,7 +77,7 @@ def throughput(done: list[DoneMarker], now: float, finished: bool) -> Throughput
     recent = [(end, m) for end, m in ends if now - WINDOW_S <= end <= now]
     if not recent:
         return None
-    start = max(now - WINDOW_S, min(end - m.timings_s["total"] for end, m in recent))
+    start = max(now - WINDOW_S, min(end - m.seconds for end, m in recent))
     stop = max(end for end, _ in recent) if finished else now
     seconds = max(stop - start, 1.0)  # finish times are whole seconds
     voxels = sum(m.voxels for _, m in recent)
@@ -97,7 +97,7 @@ def _capped(
 
 def _slowest(marker: DoneMarker) -> str:
     stages = ", ".join(f"{k} {marker.timings_s[k]:.3g} s" for k in ("read", "infer", "write"))
-    return f"{marker.block} {format_seconds(marker.timings_s['total'])} ({stages})"
+    return f"{marker.block} {format_seconds(marker.seconds)} ({stages})"
 
 
 def _progress(log: BlockLog) -> str:
@@ -142,7 +142,7 @@ def format_status(status: RunStatus, show: int | None) -> str:
         show,
         lambda log: f"{log.block}: {_progress(log)} ({format_seconds(log.age_s)} ago)",
     )
-    slowest = sorted(s.done, key=lambda m: (-m.timings_s["total"], m.block))
+    slowest = sorted(s.done, key=lambda m: (-m.seconds, m.block))
     lines += _capped("slowest", slowest, show, _slowest)
     listed = {log.block for log in failed + running}
     lines += _capped("stale (settings changed)", [b for b in s.stale if b not in listed], show)

@@ -16,7 +16,8 @@ def summarize(plan: RunPlan, markers: list[DoneMarker]) -> dict[str, Any]:
     voxels = sum(m.voxels for m in markers)
     patches = sum(m.patches for m in markers)
     ends = [datetime.fromisoformat(m.finished).timestamp() for m in markers]
-    starts = [end - m.timings_s["total"] for end, m in zip(ends, markers, strict=True)]
+    starts = [end - m.seconds for end, m in zip(ends, markers, strict=True)]
+    busy = sum(m.seconds for m in markers)
     wall = max(ends) - min(starts) if markers else 0.0
     return {
         "output": plan.settings.output.path,
@@ -33,9 +34,7 @@ def summarize(plan: RunPlan, markers: list[DoneMarker]) -> dict[str, Any]:
         "io_retries": sum(m.io_retries for m in markers),
         "wall_seconds": round(wall, 3),
         "voxels_per_second_wall": round(voxels / wall) if wall > 0 else None,
-        "voxels_per_job_second": round(voxels / job_seconds["total"])
-        if job_seconds["total"]
-        else None,
+        "voxels_per_job_second": round(voxels / busy) if busy else None,
         "devices": sorted({m.ran_on["device"] for m in markers}),
         "neuroglancer": view.url(view.state(plan)),
     }

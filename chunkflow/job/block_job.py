@@ -97,17 +97,20 @@ class _Input:
 
 @dataclass
 class _Clock:
-    """Seconds spent per stage over a block (reads and writes run beside the compute), and
-    ``io_wait``: the seconds the compute waited for them, I/O that was not hidden."""
+    """Seconds spent per stage over a block (reads and writes run beside the compute; their
+    sum is ``total``), ``io_wait``: the seconds the compute waited for them, I/O that was not
+    hidden, and ``wall``: the block's wall-clock seconds."""
 
     read: float = 0.0
     infer: float = 0.0
     write: float = 0.0
     io_wait: float = 0.0
+    started: float = field(default_factory=time.time)
 
     def as_json(self) -> dict[str, float]:
         stages = {"read": self.read, "infer": self.infer, "write": self.write}
         times = {**stages, "total": sum(stages.values()), "io_wait": self.io_wait}
+        times["wall"] = time.time() - self.started
         return {k: round(v, 4) for k, v in times.items()}
 
     def waited(self, started: float) -> None:
@@ -558,7 +561,7 @@ class BlockRunner:
             "block %s: %s, %.2f s, %.2f s of it waiting on I/O, %d I/O retries",
             marker.block,
             what,
-            marker.timings_s["total"],
+            marker.seconds,
             clock.io_wait,
             counts.retries,
         )

@@ -69,6 +69,12 @@ class DoneMarker:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def seconds(self) -> float:
+        """The block's wall-clock seconds (``timings_s["wall"]``); for a marker older than
+        that, the sum of its stages (which overlap: more than the wall clock)."""
+        return self.timings_s.get("wall", self.timings_s["total"])
+
     @classmethod
     def from_json(cls, data: Any, source: str = "marker") -> DoneMarker:
         """A marker from its JSON object; a MarkerError naming what is missing or of the wrong
