@@ -131,7 +131,7 @@ def test_status_from_another_directory_reports_the_finished_run(finished, run_en
     # throughput: the blocks' voxels over the time from the first start to the last finish
     done = markers(run_dir).values()
     ends = [datetime.fromisoformat(m["finished"]).timestamp() for m in done]
-    start = min(end - m["timings_s"]["total"] for end, m in zip(ends, done, strict=True))
+    start = min(end - m["timings_s"]["wall"] for end, m in zip(ends, done, strict=True))
     seconds = max(max(ends) - start, 1.0)
     voxels = sum(m["voxels"] for m in done)
     assert voxels == math.prod(SHAPE)
@@ -139,7 +139,7 @@ def test_status_from_another_directory_reports_the_finished_run(finished, run_en
         f"  throughput over the last hour: {voxels / seconds / 1e6:.3g} Mvoxel/s, "
         f"{N_BLOCKS * 3600 / seconds:,.1f} blocks/h ({N_BLOCKS} blocks finished)"
     )
-    slowest = sorted(done, key=lambda m: (-m["timings_s"]["total"], m["block"]))
+    slowest = sorted(done, key=lambda m: (-m["timings_s"]["wall"], m["block"]))
     assert [line.split()[1] for line in lines[3:]] == [m["block"] for m in slowest]
 
     capped = chunkflow(elsewhere, run_env, "status", "-d", str(run_dir), "--show", "1").stdout

@@ -195,8 +195,10 @@ def test_full_run_output_and_markers(finished, expected):
         assert marker["block"] == block_id
         assert marker["patches"] >= 1
         times = marker["timings_s"]
-        assert set(times) >= {"read", "infer", "write", "total", "io_wait"}
+        assert set(times) >= {"read", "infer", "write", "total", "io_wait", "wall"}
         assert times["total"] > 0
+        # the model's thread computes or waits, one after the other, within the block's wall
+        assert 0 < times["infer"] + times["io_wait"] <= times["wall"] + 0.01
         if marker["pieces"] == 1:  # nothing to overlap: the compute waits for all of its I/O
             assert times["read"] <= times["io_wait"] <= times["read"] + times["write"] + 0.05
         assert marker["io_retries"] == 0  # on disk: nothing is retried

@@ -39,8 +39,9 @@ class DoneMarker:
     """What a finished block records: where it is, what it took, and what it wrote.
 
     ``box`` and ``chunk_box`` are ``{"start": [z, y, x], "stop": [z, y, x]}``; ``timings_s`` has
-    the seconds of each of ``STAGES`` (read and write overlap the compute), and ``io_wait``, the
-    seconds the compute waited for them; ``ran_on`` the host, SLURM job and device facts.
+    the seconds of each of ``STAGES`` (read and write overlap the compute), ``io_wait``, the
+    seconds the compute waited for them, and ``wall``, the block's wall-clock seconds (markers
+    since it was added); ``ran_on`` the host, SLURM job, device and CPU facts.
     ``output_sha256`` chains the pieces' sha256 in order (``block_state.chain_digest``): for a
     block of one piece, the sha256 of its bytes as written, (c, z, y, x) in C order.
     """
@@ -93,7 +94,8 @@ class DoneMarker:
             kinds = " or ".join(t.__name__ for t in _TYPES[wrong])
             raise MarkerError(f"{source} has {wrong} {_show(data[wrong])}, not {kinds}")
         timings, ran_on = data["timings_s"], data["ran_on"]
-        if not all(_fits(timings.get(s), (int, float)) for s in STAGES):
+        stages = (*STAGES, "wall") if "wall" in timings else STAGES  # wall: newer markers
+        if not all(_fits(timings.get(s), (int, float)) for s in stages):
             raise MarkerError(
                 f"{source} has timings_s {_show(timings)}; expected {', '.join(STAGES)}"
             )
