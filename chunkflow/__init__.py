@@ -4,6 +4,9 @@ The Python API, for a notebook or another tool (the `chunkflow` command is built
 
     import chunkflow
 
+    # one call: an array in, an array out (or a store), the workflow's engine in this process
+    prediction = chunkflow.predict(volume, "net.pt2", input_patch_size=[20, 256, 256])
+
     settings = chunkflow.load_config("myrun/config.yaml")  # or parse_config({...})
     plan = chunkflow.make_plan(settings)  # the ROI, the block grid, the fingerprint
     chunkflow.run_locally(plan)  # create the output, compute every block in this process
@@ -32,6 +35,7 @@ _API = {
     "RunPlan": ("chunkflow.plan.run_plan", "RunPlan"),
     "create_output": ("chunkflow.state.output_store", "create_output"),
     "run_locally": ("chunkflow.job.local_run", "run_locally"),
+    "predict": ("chunkflow.app.predict", "predict"),
     "run_blocks": ("chunkflow.job.block_job", "run_blocks"),
     "DoneMarker": ("chunkflow.state.markers", "DoneMarker"),
     "RunState": ("chunkflow.state.run_state", "RunState"),
