@@ -228,6 +228,39 @@ def test_a_network_that_reads_values_is_checked_on_real_zeros(tmp_path, small_co
     assert seen[0] == "FakeTensor" and set(seen[1:]) == {"Tensor"} and len(seen) == 3
 
 
+# Keeps a tensor made on its first call and reads a value of it: the check's fake run leaves a
+# fake tensor in it, and fails.
+CACHES = """\
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(1, 2, 3)
+        self.scale = None
+
+    def forward(self, x):
+        if self.scale is None:
+            self.scale = torch.ones(1)
+        return self.conv(x) * self.scale.sum().item()
+
+
+def build_model():
+    return Net()
+"""
+
+
+def test_the_real_check_runs_a_model_the_fake_run_left_no_tensor_in(tmp_path, small_config):
+    source = tmp_path / "caches.py"
+    source.write_text(CACHES)
+    weights = tmp_path / "caches.pth"
+    torch.save(torch.nn.ModuleDict({"conv": torch.nn.Conv3d(1, 2, 3)}).state_dict(), weights)
+    config = model_of(small_config, path=str(source), weights=str(weights))
+    assert model_facts(make_plan(config_mod.parse(config))).output_channels == 2
+
+
 # ---------------------------------------------------------------------------------------------
 # through a real Snakemake run
 

@@ -89,3 +89,24 @@ def test_the_readme_snippet_runs_as_written(tmp_path, monkeypatch):
     affinities = namespace["affinities"]
     assert affinities.shape == (3, 32, 256, 256) and affinities.dtype == np.float32
     assert 0.0 <= affinities.min() and affinities.max() <= 1.0 and affinities.std() > 0.01
+
+
+def test_sections_merge_and_the_defaults_follow_what_is_given(finished, tmp_path):
+    """A section given as a dict is merged with what the arguments make of it; without an
+    output path the result is an array, also with a run directory of one's own; the output's
+    chunk defaults to fit a given block; a Path names an output; a URL needs ``run_dir``."""
+    run_dir = finished[0]
+    raw = zarr.open_array(str(run_dir / "data" / "raw.zarr"), mode="r")[...]
+    settings = {**settings_of(run_dir), "block_size": np.array([8, 16, 16])}
+    work = tmp_path / "work"
+    got = chunkflow.predict(raw, **settings, run_dir=work, input={"padding": "zero"})
+    config = read_config(work)
+    assert config["input"] == {"path": str(work / "input.zarr"), "padding": "zero"}
+    assert config["output"]["chunk_size"] == config["block_size"] == [8, 16, 16]
+    assert isinstance(got, np.ndarray) and got.shape == (2, *raw.shape)
+    assert not np.array_equal(got, output(run_dir)[...])  # zero padding: other values at edges
+
+    named = chunkflow.predict(raw, **settings, output=tmp_path / "p.zarr")
+    assert isinstance(named, chunkflow.Volume) and (tmp_path / "p.zarr.chunkflow").is_dir()
+    with pytest.raises(ValueError, match="not a local path: give run_dir="):
+        chunkflow.predict(raw, **settings, output="s3://bucket/p.zarr")

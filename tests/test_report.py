@@ -245,7 +245,6 @@ def test_report_of_a_snakemake_run(finished, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:24] == b"IHDR" + struct.pack(">II", 900, 1200)
 
 
-@pytest.mark.workflow
 def test_a_steady_run_of_blocks_finishing_in_pairs_looks_steady():
     """Two jobs at a time, each block 10 s: blocks finish in pairs, every 10 s. Binned by
     finish time the chart alternated full and empty intervals; spread over the seconds each
@@ -269,6 +268,7 @@ def test_a_steady_run_of_blocks_finishing_in_pairs_looks_steady():
     assert rates == pytest.approx([2 * 1000 / 10] * 40)
 
 
+@pytest.mark.workflow
 def test_report_command_shows_missing_and_failed_blocks(finished, tmp_path, run_env):
     """Mid-run: one block's marker gone (missing), another's job failed (its real log)."""
     run_dir = copy_run(finished[0], tmp_path / "run")

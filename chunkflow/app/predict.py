@@ -3,6 +3,7 @@ process, and a run directory that the workflow can take over (``chunkflow run -d
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -25,7 +26,8 @@ def predict(
     input_patch_size: Sequence[int],
     output_patch_size: Sequence[int] | None = None,
     weights: str | Path | None = None,
-    output: str | dict[str, Any] | None = None,
+    model_options: dict[str, Any] | None = None,
+    output: str | os.PathLike[str] | dict[str, Any] | None = None,
     block_size: Sequence[int] | None = None,
     run_dir: str | Path | None = None,
     progress: bool = True,
@@ -41,8 +43,12 @@ def predict(
             ``build_model()`` makes it (its state dict in ``weights``).
         input_patch_size, output_patch_size: the network's patch, [z, y, x] (the output's
             default: the input's).
+        model_options: the config's other ``model`` keys (``output_channels``,
+            ``affinity_axes``).
         output: where to write: a path (any output format), or the config's ``output`` section
-            (``path``, ``dtype``, ``chunk_size``, …); None: return a numpy array.
+            (``path``, ``dtype``, ``chunk_size``, …); without a path (None, or a section
+            without one) the prediction is returned as a numpy array. An output in a bucket
+            needs ``run_dir``.
         block_size: what one job writes; default the whole volume (streamed in pieces).
         run_dir: the run directory: its ``config.yaml`` (absolute paths), the run's state, a
             numpy input's copy (``input.zarr``). Default: ``<output path>.chunkflow`` beside a
@@ -51,36 +57,60 @@ def predict(
             removed at the end.
         progress: a progress bar over the blocks (tqdm, on stderr).
         **config: the config's other sections, e.g. ``inference={"overlap": [4, 32, 32]}``,
-            ``roi=…``, ``piece_size=…``.
+            ``roi=…``, ``piece_size=…``; a section given as a dict is merged into what the
+            arguments above make of it.
 
     Returns:
-        The prediction as a numpy array ((channels,) z, y, x) when ``output`` is None, else the
-        output volume (``chunkflow.Volume``).
+        The prediction as a numpy array ((channels,) z, y, x) when the output has no path,
+        else the output volume (``chunkflow.Volume``).
     """
-    out = {"path": output} if isinstance(output, str) else dict(output or {})
-    temporary = run_dir is None and "path" not in out
+    out = dict(output) if isinstance(output, dict) else {"path": output}
+    if out.get("path") is None:
+        out.pop("path", None)
+    else:
+        out["path"] = os.fspath(out["path"])
+    named = "path" in out
+    if run_dir is None and named and "://" in out["path"]:
+        raise ValueError(
+            f"output {out['path']!r} is not a local path: give run_dir=, a local folder for "
+            "the run's config and state"
+        )
+    temporary = run_dir is None and not named
     if run_dir is None:
         run_dir = tempfile.mkdtemp(prefix="chunkflow-") if temporary else f"{out['path']}.chunkflow"
     root = Path(run_dir).absolute()
     root.mkdir(parents=True, exist_ok=True)
     try:
-        settings = _config(data, model, weights, input_patch_size, output_patch_size, out, root)
-        settings.update(config)
-        _sizes(settings, block_size)
+        patches = [
+            _ints(input_patch_size),
+            None if output_patch_size is None else _ints(output_patch_size),
+        ]
+        settings = _config(data, model, weights, *patches, out, root)
+        for key, value in {"model": model_options or {}, **config}.items():
+            old = settings.get(key)
+            settings[key] = (
+                {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
+            )
+        _sizes(settings, None if block_size is None else _ints(block_size))
         (root / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
         volume = _run(settings, progress)
-        return volume.read(volume.bounds) if temporary else volume
+        return volume if named else volume.read(volume.bounds)
     finally:
         if temporary:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _ints(values: Sequence[int]) -> list[int]:
+    """[z, y, x] as plain ints (numpy's do not go into YAML)."""
+    return [int(v) for v in values]
 
 
 def _config(
     data: np.ndarray | str,
     model: str | Path,
     weights: str | Path | None,
-    input_patch_size: Sequence[int],
-    output_patch_size: Sequence[int] | None,
+    input_patch_size: list[int],
+    output_patch_size: list[int] | None,
     out: dict[str, Any],
     root: Path,
 ) -> dict[str, Any]:
@@ -89,9 +119,9 @@ def _config(
     out["path"] = _absolute(out["path"])
     if isinstance(data, np.ndarray):
         data = _stored(data, root / "input.zarr")
-    net = {"path": _absolute(model), "input_patch_size": list(input_patch_size)}
+    net: dict[str, Any] = {"path": _absolute(model), "input_patch_size": input_patch_size}
     if output_patch_size is not None:
-        net["output_patch_size"] = list(output_patch_size)
+        net["output_patch_size"] = output_patch_size
     if weights is not None:
         net["weights"] = _absolute(weights)
     return {
@@ -124,17 +154,21 @@ def _stored(data: np.ndarray, path: Path) -> str:
     return str(path)
 
 
-def _sizes(settings: dict[str, Any], block_size: Sequence[int] | None) -> None:
-    """Where not given: the output's chunks the input's shape capped at ``DEFAULT_CHUNK``, and
-    one block over the whole input (its shape rounded up to whole chunks)."""
+def _sizes(settings: dict[str, Any], block_size: list[int] | None) -> None:
+    """Where not given: the output's chunks the input's shape (and the block, if given) capped
+    at ``DEFAULT_CHUNK``, and one block over the whole input (its shape rounded up to whole
+    shards, or chunks)."""
     from chunkflow.volumes import open_volume
 
-    source = settings["input"]
+    source, output = settings["input"], settings["output"]
     options = source.get("storage_options")
     shape = open_volume(source["path"], mip=source.get("mip", 0), options=options).info.shape
-    chunk = settings["output"].setdefault("chunk_size", list(minimum(DEFAULT_CHUNK, shape)))
-    whole = [ceil_div(n, c) * c for n, c in zip(shape, chunk, strict=True)]
-    settings["block_size"] = list(block_size or settings.get("block_size") or whole)
+    block_size = block_size or settings.get("block_size")
+    cap = minimum(DEFAULT_CHUNK, shape if block_size is None else minimum(shape, tuple(block_size)))
+    chunk = output.setdefault("chunk_size", list(cap))
+    unit = output.get("shard_size") or chunk
+    whole = [ceil_div(n, u) * u for n, u in zip(shape, unit, strict=True)]
+    settings["block_size"] = list(block_size or whole)
 
 
 def _run(settings: dict[str, Any], progress: bool) -> Volume:

@@ -82,18 +82,25 @@ def probe(plan: RunPlan) -> int:
     settings = plan.settings
     batch_size = settings.inference.batch_size
     device = torch.device("cpu")
-    predictor = Predictor(
-        model=load_model(plan.model_files, device),
-        geometry=plan.geometry,
-        blend="constant",
-        batch_size=batch_size,
-        device=device,
-        output_channels=settings.model.output_channels,
-        affinity_axes=settings.model.affinity_axes,  # its length is checked against the model
-    )
-    channels = _fake_batches(predictor, plan)
-    if channels is not None:
-        return channels
+
+    def loaded() -> Predictor:
+        """A predictor with a model of its own (a failed fake run may leave fake tensors in
+        the model it ran, e.g. a cache made on its first call)."""
+        return Predictor(
+            model=load_model(plan.model_files, device),
+            geometry=plan.geometry,
+            blend="constant",
+            batch_size=batch_size,
+            device=device,
+            output_channels=settings.model.output_channels,
+            affinity_axes=settings.model.affinity_axes,  # its length is checked against it
+        )
+
+    if not settings.model.path.endswith(".onnx"):  # ONNX Runtime computes on real arrays
+        channels = _fake_batches(loaded(), plan)
+        if channels is not None:
+            return channels
+    predictor = loaded()
     try:
         out = _predict_zeros(predictor, plan, batch_size + 1)
     except ModelError as err:
@@ -117,8 +124,6 @@ def _fake_batches(predictor: Predictor, plan: RunPlan) -> int | None:
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    if not isinstance(predictor.model, torch.nn.Module):
-        return None  # ONNX Runtime computes on real arrays
     shape = (plan.input_info.channels or 1, *plan.geometry.input_size)
     try:
         with FakeTensorMode(allow_non_fake_inputs=True):  # the weights stay real

@@ -207,7 +207,8 @@ class PrecomputedVolume(Volume):
 
     @classmethod
     def check_options(cls, output: OutputOptions) -> None:
-        """Every encoding and sharding the config allows is possible in precomputed."""
+        """Every encoding and sharding the config allows is possible in precomputed; a zstd
+        level is zarr's."""
         super().check_options(replace(output, encoding="raw"))
 
     @classmethod
