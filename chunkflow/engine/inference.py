@@ -178,11 +178,8 @@ class Predictor:
                 inputs = torch.stack(views, out=buffer[: len(group)])
                 outputs = self._forward(inputs)
                 if total is None:
-                    shape, new = (
-                        (outputs.shape[1], *target.shape),
-                        torch.empty if tiled else torch.zeros,
-                    )
-                    total = new(shape, device=self.device)
+                    make = torch.empty if tiled else torch.zeros
+                    total = make((outputs.shape[1], *target.shape), device=self.device)
                 for patch, output in zip(group, outputs, strict=True):
                     overlap = patch.intersect(target)
                     src = (slice(None), *overlap.slices(patch.start))

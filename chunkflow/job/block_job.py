@@ -199,10 +199,9 @@ class BlockRunner:
     A block streams through memory piece by piece (``chunkflow.geometry.pieces``) in three
     stages: while the model computes one piece (and adds the sums carried into it, nothing
     else: on a GPU node this thread feeds the device), a thread reads, digests and scales the
-    next piece's input, and another
-    checks and converts the previous piece's output, then writes it, its carried partial sums and
-    the block's progress (``chunkflow.job.piece_state``), so a killed job resumes at its first
-    unwritten piece.
+    next piece's input, and another checks and converts the previous piece's output, then
+    writes it, its carried partial sums and the block's progress (``chunkflow.job.piece_state``),
+    so a killed job resumes at its first unwritten piece.
     """
 
     plan: RunPlan
