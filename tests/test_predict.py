@@ -99,9 +99,16 @@ def test_sections_merge_and_the_defaults_follow_what_is_given(finished, tmp_path
     raw = zarr.open_array(str(run_dir / "data" / "raw.zarr"), mode="r")[...]
     settings = {**settings_of(run_dir), "block_size": np.array([8, 16, 16])}
     work = tmp_path / "work"
-    got = chunkflow.predict(raw, **settings, run_dir=work, input={"padding": "zero"})
+    got = chunkflow.predict(
+        raw,
+        **settings,
+        run_dir=work,
+        input={"padding": "zero"},
+        model_options={"output_channels": 2},
+    )
     config = read_config(work)
     assert config["input"] == {"path": str(work / "input.zarr"), "padding": "zero"}
+    assert config["model"]["output_channels"] == 2 and config["model"]["path"].endswith("net.pt")
     assert config["output"]["chunk_size"] == config["block_size"] == [8, 16, 16]
     assert isinstance(got, np.ndarray) and got.shape == (2, *raw.shape)
     assert not np.array_equal(got, output(run_dir)[...])  # zero padding: other values at edges
