@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -86,7 +86,8 @@ class Volume(ABC):
     - ``exists(path, options)``: whether a volume (or something else) already sits at the path.
     - ``create(path, info, output)``: create an output volume with the geometry of ``info`` and
       the format options of ``output`` (its ``storage_options`` too); formats that cannot be written raise ``VolumeError``.
-    - ``check_options(output)``: refuse, from the config alone, storage options this format lacks.
+    - ``check_options(output)``: refuse, from the config alone, storage options this format lacks
+      (the format-specific ones not in its ``output_options``).
     - ``check_layout(output, shape)``: refuse, before any job, storage options that an output of
       ``shape`` voxels cannot have in this format.
     - ``format_mismatches(output)``: how an existing volume's format options differ from
@@ -101,6 +102,9 @@ class Volume(ABC):
     path: str
     #: whether blocks are written as parts that ``finish`` assembles into the volume (HDF5)
     assembles_parts: bool = False
+    #: the format-specific output options this format takes: ``encoding`` (precomputed),
+    #: ``zstd_level`` (zarr); ``check_options`` refuses the others
+    output_options: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     @abstractmethod
@@ -120,12 +124,12 @@ class Volume(ABC):
     @classmethod
     def check_options(cls, output: OutputOptions) -> None:
         """Raise a ConfigError for storage options this format does not have, judged from the
-        config alone; by default precomputed's ``encoding`` and zarr's ``zstd_level``."""
-        if output.zstd_level is not None:
+        config alone: by default the format-specific ones not in ``output_options``."""
+        if output.zstd_level is not None and "zstd_level" not in cls.output_options:
             raise ConfigError(
                 "output.zstd_level applies to zarr outputs only; remove it or write to a .zarr path"
             )
-        if output.encoding != "raw":
+        if output.encoding != "raw" and "encoding" not in cls.output_options:
             raise ConfigError(
                 f"output.encoding {output.encoding} applies to precomputed outputs only; "
                 "remove it or write to a precomputed:// path"

@@ -17,7 +17,7 @@ from chunkflow.errors import VolumeError
 from chunkflow.geometry.boxes import vec
 from chunkflow.volumes.base import VolumeInfo
 from chunkflow.volumes.stores import StorageOptions, location_exists, read_metadata, zarr_store
-from chunkflow.volumes.zarr_volume import ZSTD_LEVEL, ZarrVolume, create_array
+from chunkflow.volumes.zarr_volume import ZarrVolume, create_array
 
 if TYPE_CHECKING:
     from chunkflow.volumes.options import OutputOptions
@@ -150,8 +150,9 @@ class OmeZarrVolume(ZarrVolume):
             attributes=attrs,
         )
         options = output.storage_options
-        level = ZSTD_LEVEL if output.zstd_level is None else output.zstd_level
-        create_array(f"{root}/0", info, output.zarr_format, output.shard_size, options, level)
+        create_array(
+            f"{root}/0", info, output.zarr_format, output.shard_size, options, output.zstd_level
+        )
         return cls(root, mode="r+", options=options)
 
 

@@ -123,6 +123,8 @@ def _read_info(path: str, options: StorageOptions | None = None) -> dict[str, An
 class PrecomputedVolume(Volume):
     """One scale (``mip``) of a precomputed image. Writes must cover whole storage chunks."""
 
+    output_options = frozenset({"encoding"})
+
     def __init__(
         self,
         path: str,
@@ -204,12 +206,6 @@ class PrecomputedVolume(Volume):
                 f"cannot reach '{path}' ({_reason(err)}); check the URL, the endpoint and the "
                 "credentials (cloud-volume's secrets or the AWS_* / GOOGLE_* environment)"
             ) from None
-
-    @classmethod
-    def check_options(cls, output: OutputOptions) -> None:
-        """Every encoding and sharding the config allows is possible in precomputed; a zstd
-        level is zarr's."""
-        super().check_options(replace(output, encoding="raw"))
 
     @classmethod
     def check_layout(cls, output: OutputOptions, shape: Vec) -> None:

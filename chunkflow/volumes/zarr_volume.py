@@ -41,6 +41,8 @@ class ZarrVolume(Volume):
     """A zarr array, format 2 or 3, sharded or not (``path`` ends in ``.zarr``, or holds one),
     on disk or in an object store (see ``chunkflow.volumes.stores``)."""
 
+    output_options = frozenset({"zstd_level"})
+
     def __init__(
         self,
         path: str,
@@ -119,7 +121,7 @@ class ZarrVolume(Volume):
 
     @classmethod
     def check_options(cls, output: OutputOptions) -> None:
-        super().check_options(replace(output, zstd_level=None))
+        super().check_options(output)
         if output.shard_size is not None and output.zarr_format != 3:
             raise ConfigError(
                 "output.shard_size needs output.zarr_format 3 (zarr v2 has no sharding); "
@@ -147,7 +149,7 @@ class ZarrVolume(Volume):
             output.zarr_format,
             output.shard_size,
             output.storage_options,
-            ZSTD_LEVEL if output.zstd_level is None else output.zstd_level,
+            output.zstd_level,
         )
         return cls(path, mode="r+", options=output.storage_options)
 
@@ -181,16 +183,17 @@ def create_array(
     zarr_format: int = 3,
     shard_size: Vec | None = None,
     options: StorageOptions | None = None,
-    zstd_level: int = ZSTD_LEVEL,
+    zstd_level: int | None = None,
 ) -> None:
     """A zarr array at ``path`` laid out as ``info`` says (``chunk_size`` the inner chunk when
-    sharded), its chunks zstd-compressed at ``zstd_level``, with ``voxel_offset`` and
-    ``resolution`` attributes (and the fingerprint and store id, if any); ``options``: the
-    store's ``storage_options``."""
+    sharded), its chunks zstd-compressed at ``zstd_level`` (None: ``ZSTD_LEVEL``), with
+    ``voxel_offset`` and ``resolution`` attributes (and the fingerprint and store id, if any);
+    ``options``: the store's ``storage_options``."""
     import numcodecs
     import zarr
     from zarr.codecs import ZstdCodec
 
+    level = ZSTD_LEVEL if zstd_level is None else zstd_level
     lead = () if info.channels is None else (info.channels,)
     names = ["c", "z", "y", "x"][-len(lead) - 3 :]
     extra = {"dimension_names": names} if zarr_format == 3 else {}
@@ -203,9 +206,7 @@ def create_array(
         dtype=info.dtype,
         fill_value=0,
         zarr_format=zarr_format,
-        compressors=ZstdCodec(level=zstd_level)
-        if zarr_format == 3
-        else numcodecs.Zstd(level=zstd_level),
+        compressors=ZstdCodec(level=level) if zarr_format == 3 else numcodecs.Zstd(level=level),
         attributes={
             "voxel_offset": list(info.voxel_offset),
             "resolution": list(info.resolution),
