@@ -1,12 +1,16 @@
-"""What the benchmarks share: the command line, the machine line, and the bare batches."""
+"""What the benchmarks share: the command line, the machine line, the bare batches, and a PATH
+for Snakemake runs without SLURM."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -96,3 +100,14 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> str:
         return f"{ratios[0]:.3f}"
     low, median, high = statistics.quantiles(ratios, n=4)
     return f"{median:.3f} (quartiles {low:.3f}-{high:.3f})"
+
+
+def path_without_slurm(folder: Path) -> str:
+    """A PATH for Snakemake runs that need no SLURM: a stub `scontrol` (in ``folder/bin``), then
+    this Python's bin, then the PATH. Snakemake imports every executor plugin, and the SLURM
+    plugin runs `scontrol` at import: where a SLURM client has no controller, that waits 10 s."""
+    stub = folder / "bin" / "scontrol"
+    stub.parent.mkdir(exist_ok=True)
+    stub.write_text("#!/bin/sh\nexit 1\n")
+    stub.chmod(0o755)
+    return os.pathsep.join([str(stub.parent), str(Path(sys.executable).parent), os.environ["PATH"]])

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from common import patch_batches, sync
+from common import patch_batches, path_without_slurm, sync
 from unet import build_model
 
 from chunkflow import config as config_mod
@@ -81,13 +81,7 @@ def workflow_seconds(run_dir: Path, config: dict, cores: int) -> float:
     command = [str(BIN / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile")]
     command += ["-d", str(run_dir), "--configfile", str(run_dir / "config.yaml")]
     command += ["--cores", str(cores), "--quiet", "all"]
-    # Snakemake imports every executor plugin, and the SLURM plugin runs `scontrol` at import:
-    # where a SLURM client has no controller that waits 10 s. A local run needs no SLURM.
-    stub = run_dir / "bin" / "scontrol"
-    stub.parent.mkdir(exist_ok=True)
-    stub.write_text("#!/bin/sh\nexit 1\n")
-    stub.chmod(0o755)
-    env = {**os.environ, "PATH": os.pathsep.join([str(stub.parent), str(BIN), os.environ["PATH"]])}
+    env = {**os.environ, "PATH": path_without_slurm(run_dir)}  # a local run needs no SLURM
     start = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode:

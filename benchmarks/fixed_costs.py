@@ -34,6 +34,7 @@ from pathlib import Path
 import h5py
 import yaml
 import zarr
+from common import path_without_slurm
 
 from chunkflow.app.demo import write_demo
 
@@ -86,11 +87,7 @@ def prepare(root: Path) -> dict[str, str]:
         "inference": {"overlap": OVERLAP, "batch_size": 1, "threads": 2, "device": "cpu"},
     }
     (root / "config.yaml").write_text(yaml.safe_dump(config))
-    shim = root / "bin"
-    shim.mkdir()
-    (shim / "scontrol").write_text("#!/bin/sh\nexit 1\n")
-    (shim / "scontrol").chmod(0o755)
-    env = {**os.environ, "PATH": os.pathsep.join([str(shim), str(BIN), os.environ["PATH"]])}
+    env = {**os.environ, "PATH": path_without_slurm(root)}
     env.pop("SNAKEMAKE_PROFILE", None)
     return env
 

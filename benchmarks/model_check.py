@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from common import path_without_slurm
 from unet import UNet3D, parameter_count
 
 from chunkflow.app.demo import write_demo
@@ -57,7 +58,7 @@ def dry_run(run_dir: Path, tree: Path, cached: bool) -> tuple[float, float]:
     command += [str(BIN / "snakemake"), "-s", str(tree / "workflow" / "Snakefile")]
     command += ["-d", str(run_dir), "--configfile", str(run_dir / "config.yaml")]
     command += ["--cores", "1", "--dry-run", "--quiet", "all"]
-    env = {**os.environ, "PYTHONPATH": str(tree), "PATH": f"{run_dir / 'bin'}:{os.environ['PATH']}"}
+    env = {**os.environ, "PYTHONPATH": str(tree), "PATH": path_without_slurm(run_dir)}
     started = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -98,12 +99,6 @@ def main() -> None:
         config["inference"]["batch_size"] = args.batch_size
         config["block_size"] = [64, 512, 512]
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
-        # the SLURM plugin runs `scontrol` when Snakemake imports it: without a controller
-        # that waits 10 s; a dry run needs no SLURM
-        stub = run_dir / "bin" / "scontrol"
-        stub.parent.mkdir()
-        stub.write_text("#!/bin/sh\nexit 1\n")
-        stub.chmod(0o755)
         dry_run(run_dir, args.chunkflow, cached=False)  # warm the file cache, write .snakemake
         runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
         for _ in range(args.repeats):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 import zarr
+from common import path_without_slurm
 
 from chunkflow.geometry.boxes import Vec, vec
 from chunkflow.plan.costs import block_count
@@ -69,13 +70,7 @@ def snakemake_dry_run(run_dir: Path, config: Path) -> tuple[float, float] | None
     block_size = yaml.safe_load(config.read_text())["block_size"]
     if block_count(SHAPE, block_size) > DRY_RUN_MAX_BLOCKS:
         return None
-    # Snakemake imports every executor plugin, and the SLURM plugin runs `scontrol` at import:
-    # where a SLURM client has no controller that waits 10 s. A dry run needs no SLURM.
-    stub = run_dir / "bin" / "scontrol"
-    stub.parent.mkdir(exist_ok=True)
-    stub.write_text("#!/bin/sh\nexit 1\n")
-    stub.chmod(0o755)
-    os.environ["PATH"] = os.pathsep.join([str(stub.parent), str(BIN), os.environ["PATH"]])
+    os.environ["PATH"] = path_without_slurm(run_dir)  # a dry run needs no SLURM
     command = [str(BIN / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile")]
     command += ["-d", str(run_dir), "--configfile", str(config), "-n", "--quiet", "all"]
     return measured(command, run_dir)
