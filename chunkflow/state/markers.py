@@ -97,7 +97,7 @@ class DoneMarker:
         stages = (*STAGES, "wall") if "wall" in timings else STAGES  # wall: newer markers
         if not all(_fits(timings.get(s), (int, float)) for s in stages):
             raise MarkerError(
-                f"{source} has timings_s {_show(timings)}; expected {', '.join(STAGES)}"
+                f"{source} has timings_s {_show(timings)}; expected {', '.join(stages)}"
             )
         if not isinstance(ran_on.get("device"), str):
             raise MarkerError(f"{source} has ran_on {_show(ran_on)}, without the device")
