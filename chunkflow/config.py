@@ -22,6 +22,7 @@ from chunkflow.settings import (
 )
 from chunkflow.volumes import check_output_options
 from chunkflow.volumes.stores import check_storage_options
+from chunkflow.zoo.package import ZooModel, choose_weights, is_package, read_package
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -201,6 +202,38 @@ def _check_tta(model: dict[str, Any], tta: str, input_patch: Vec, output_patch: 
         )
 
 
+def _patch_sizes(model: dict[str, Any], package: ZooModel | None) -> tuple[Vec, Vec]:
+    """The model's input and output patch sizes; for a bioimage.io ``package``, its defaults
+    filled in (``model`` is completed in place: the weights format chosen, the channels)."""
+    if package is None:
+        for key in ("weights_format", "statistics"):
+            if model[key] is not None:
+                raise ConfigError(
+                    f"model.{key} is only used with a bioimage.io model package; "
+                    f"model.path '{model['path']}' is a model file: remove model.{key}"
+                )
+        if "input_patch_size" not in model:
+            raise ConfigError(
+                "config key 'model.input_patch_size' is missing: add it (the [z, y, x] patch "
+                "your network takes; only a bioimage.io package has a default)"
+            )
+        input_patch = vec(model["input_patch_size"])
+        return input_patch, vec(model.get("output_patch_size", input_patch))
+    if model["weights"] is not None:
+        raise ConfigError(
+            "model.weights is only used with a .py model; a bioimage.io package carries its own "
+            "weights (model.weights_format picks among them): remove model.weights"
+        )
+    model["weights_format"] = choose_weights(package, model["weights_format"], model["path"])
+    if model["output_channels"] is None:
+        model["output_channels"] = package.output_channels
+    input_patch = vec(model.get("input_patch_size", package.default_input_patch()))
+    package.check_input_patch(input_patch)
+    output_patch = vec(model.get("output_patch_size", package.output_patch(input_patch)))
+    package.check_output_patch(input_patch, output_patch)
+    return input_patch, output_patch
+
+
 def parse(config: dict[str, Any]) -> Settings:
     """Validate a config mapping and turn it into Settings, checking the patch geometry."""
     if "blocks_per_job" in config:
@@ -218,8 +251,9 @@ def parse(config: dict[str, Any]) -> Settings:
                 f"{key}.storage_options", volume["path"], volume.get("storage_options")
             )
     model, inference, roi = data["model"], data["inference"], data.get("roi", {})
-    input_patch = vec(model["input_patch_size"])
-    output_patch = vec(model.get("output_patch_size", input_patch))
+    package = read_package(model["path"]) if is_package(model["path"]) else None
+    input_patch, output_patch = _patch_sizes(model, package)
+    data["input"].setdefault("padding", "reflect" if package is None else package.padding)
     for axis, pi, po in zip("zyx", input_patch, output_patch, strict=True):
         if po > pi:
             raise ConfigError(
@@ -243,7 +277,8 @@ def parse(config: dict[str, Any]) -> Settings:
             "inference.crop_margin is only used with inference.placement: crop; "
             "remove it, or set the placement to crop"
         )
-    if inference["precision"] != "float32" and model["path"].endswith(".onnx"):
+    onnx = model["path"].endswith(".onnx") or model["weights_format"] == "onnx"
+    if inference["precision"] != "float32" and onnx:
         raise ConfigError(
             f"inference.precision {inference['precision']} needs a PyTorch model (autocast); "
             "ONNX Runtime runs an .onnx model as exported: set precision: float32"
@@ -262,6 +297,8 @@ def parse(config: dict[str, Any]) -> Settings:
             output_patch_size=output_patch,
             output_channels=model["output_channels"],
             affinity_axes=None if model["affinity_axes"] is None else tuple(model["affinity_axes"]),
+            weights_format=model["weights_format"],
+            statistics=model["statistics"],
         ),
         inference=InferenceSettings(
             placement=inference["placement"],

@@ -47,6 +47,13 @@ class ModelSettings:
     output_patch_size: Vec
     output_channels: int | None
     affinity_axes: tuple[str | None, ...] | None = None
+    weights_format: str | None = None  # a bioimage.io package's weights to run
+    statistics: dict[str, Any] | None = None  # a package's input statistics (zoo.processing)
+
+    @property
+    def runs_in_onnx(self) -> bool:
+        """Whether ONNX Runtime runs the model (an .onnx file, or a package's onnx weights)."""
+        return self.path.endswith(".onnx") or self.weights_format == "onnx"
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,7 @@ STAGES = (
     "geometry",
     "settings",
     "volumes",
+    "zoo",
     "config",
     "engine",
     "plan",

@@ -23,7 +23,7 @@ def predict(
     data: np.ndarray | str,
     model: str | Path,
     *,
-    input_patch_size: Sequence[int],
+    input_patch_size: Sequence[int] | None = None,
     output_patch_size: Sequence[int] | None = None,
     weights: str | Path | None = None,
     model_options: dict[str, Any] | None = None,
@@ -39,12 +39,13 @@ def predict(
     Args:
         data: a (z, y, x) or (channels, z, y, x) numpy array, or the path or URL of a volume in
             any input format.
-        model: the network: a ``torch.export`` archive, TorchScript, ONNX, or a ``.py`` whose
-            ``build_model()`` makes it (its state dict in ``weights``).
+        model: the network: a ``torch.export`` archive, TorchScript, ONNX, a ``.py`` whose
+            ``build_model()`` makes it (its state dict in ``weights``), or a bioimage.io model
+            package (its folder, ``rdf.yaml`` or ``.zip``).
         input_patch_size, output_patch_size: the network's patch, [z, y, x] (the output's
-            default: the input's).
+            default: the input's); a package's default: from its sizes and halo.
         model_options: the config's other ``model`` keys (``output_channels``,
-            ``affinity_axes``).
+            ``affinity_axes``, a package's ``weights_format`` and ``statistics``).
         output: where to write: a path (any output format), or the config's ``output`` section
             (``path``, ``dtype``, ``chunk_size``, …); without a path (None, or a section
             without one) the prediction is returned as a numpy array. An output in a bucket
@@ -81,10 +82,7 @@ def predict(
     root = Path(run_dir).absolute()
     root.mkdir(parents=True, exist_ok=True)
     try:
-        patches = [
-            _ints(input_patch_size),
-            None if output_patch_size is None else _ints(output_patch_size),
-        ]
+        patches = [None if p is None else _ints(p) for p in (input_patch_size, output_patch_size)]
         settings = _config(data, model, weights, *patches, out, root)
         for key, value in {"model": model_options or {}, **config}.items():
             old = settings.get(key)
@@ -109,7 +107,7 @@ def _config(
     data: np.ndarray | str,
     model: str | Path,
     weights: str | Path | None,
-    input_patch_size: list[int],
+    input_patch_size: list[int] | None,
     output_patch_size: list[int] | None,
     out: dict[str, Any],
     root: Path,
@@ -119,9 +117,13 @@ def _config(
     out["path"] = _absolute(out["path"])
     if isinstance(data, np.ndarray):
         data = _stored(data, root / "input.zarr")
-    net: dict[str, Any] = {"path": _absolute(model), "input_patch_size": input_patch_size}
-    if output_patch_size is not None:
-        net["output_patch_size"] = output_patch_size
+    net: dict[str, Any] = {"path": _absolute(model)}
+    for key, size in (
+        ("input_patch_size", input_patch_size),
+        ("output_patch_size", output_patch_size),
+    ):
+        if size is not None:
+            net[key] = size
     if weights is not None:
         net["weights"] = _absolute(weights)
     return {

@@ -24,7 +24,7 @@ def resolve_model_device(settings: Settings) -> torch.device:
     CUDA provider (``auto`` falls back to the CPU without it, ``cuda`` is an error)."""
     name = settings.inference.device
     device = resolve_device(name)
-    if device.type == "cuda" and settings.model.path.endswith(".onnx"):
+    if device.type == "cuda" and settings.model.runs_in_onnx:
         from chunkflow.engine.onnx_engine import NO_CUDA_PROVIDER, has_cuda_provider
 
         if not has_cuda_provider():

@@ -1,5 +1,5 @@
-"""Loading models: TorchScript, torch.export archives, ONNX files (ONNX Runtime), or a Python file
-plus a weights file."""
+"""Loading models: TorchScript, torch.export archives, ONNX files (ONNX Runtime), a Python file
+plus a weights file, or a bioimage.io package (``chunkflow.zoo``)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,23 @@ import hashlib
 import io
 import types
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chunkflow.errors import ConfigError, ModelError, first_line
 from chunkflow.settings import ModelSettings
+from chunkflow.zoo.package import (
+    ZooModel,
+    is_package,
+    members_sha256,
+    package_sha256,
+    rdf_of,
+    read_members,
+    read_package,
+    read_rdf,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -38,7 +48,10 @@ def _combined(model_digest: str, weights_digest: str | None) -> str:
 
 def model_sha256(settings: ModelSettings) -> str:
     """sha256 of the model file; for a .py model, of its source and weights file together
-    (read in pieces: the digest a plan records without holding the model in memory)."""
+    (read in pieces: the digest a plan records without holding the model in memory); for a
+    bioimage.io package, of its files (``zoo.package.members_sha256``)."""
+    if is_package(settings.path):
+        return package_sha256(settings.path)
     weights = None if settings.weights is None else file_sha256(settings.weights)
     return _combined(file_sha256(settings.path), weights)
 
@@ -51,21 +64,35 @@ class ModelFiles:
     settings: ModelSettings
     data: bytes
     weights: bytes | None = None
+    members: dict[str, bytes] = field(default_factory=dict)  # a package's files, by name
 
     @classmethod
     def read(cls, settings: ModelSettings) -> ModelFiles:
         check_model_files(settings)
+        if is_package(settings.path):
+            members = read_members(settings.path)
+            return cls(settings, rdf_of(members), members=members)
         weights = None if settings.weights is None else Path(settings.weights).read_bytes()
         return cls(settings, Path(settings.path).read_bytes(), weights)
 
     @cached_property
+    def package(self) -> ZooModel:
+        """What the package says (its description as read with these bytes)."""
+        return read_package(self.settings.path, self.data)
+
+    @cached_property
     def sha256(self) -> str:
+        if self.members:
+            return members_sha256(self.members)
         weights = None if self.weights is None else hashlib.sha256(self.weights).hexdigest()
         return _combined(hashlib.sha256(self.data).hexdigest(), weights)
 
 
 def check_model_files(settings: ModelSettings) -> None:
     """Fail early, with one line, when the model files named in the config cannot be used."""
+    if is_package(settings.path):
+        read_rdf(settings.path)  # the package is there, and readable
+        return
     if not Path(settings.path).is_file():
         raise ConfigError(f"model.path '{settings.path}' not found; point it at your model file")
     is_python = settings.path.endswith(".py")
@@ -132,6 +159,13 @@ def load_model(
 
     files = model if isinstance(model, ModelFiles) else ModelFiles.read(model)
     path = files.settings.path
+    if files.members:
+        from chunkflow.engine.package_network import load_package_network
+
+        output_size = files.settings.output_patch_size
+        return load_package_network(
+            files.members, files.settings, files.package, output_size, device
+        )
     if path.endswith(".onnx"):
         from chunkflow.engine.onnx_engine import OnnxModel
 

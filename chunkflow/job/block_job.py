@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from chunkflow import __version__
-from chunkflow.engine.dtypes import scale_input, to_output_dtype
+from chunkflow.engine.dtypes import to_output_dtype
 from chunkflow.errors import ChunkflowError, ConfigError, ModelError, VolumeError
 from chunkflow.geometry.boxes import Box
 from chunkflow.geometry.grid import Block
@@ -324,7 +324,7 @@ class BlockRunner:
         where = f"block {layout.block.id}, piece {piece.id}"
         chunk_box, raw = read_patch_input(self.plan, self._input, patches, where)
         digest = input_digest(raw)
-        scaled = scale_input(raw, self.plan.settings.input.scale) if scale else None
+        scaled = self.plan.network_input(raw) if scale else None
         return _Input(patches, chunk_box, raw, digest, time.time() - started, scaled)
 
     def _all_background(self, layout: PieceLayout, first: _Input, clock: _Clock) -> PiecesWritten:
@@ -448,10 +448,12 @@ class BlockRunner:
         progress: PiecesWritten,
         clock: _Clock,
     ) -> PiecesWritten:
-        """``_write_piece`` of the piece's float32 output ``own``, checked and converted to the
-        output's dtype here, in the writer's thread: the model's thread only computes."""
+        """``_write_piece`` of the piece's float32 output ``own``, checked, post-processed (a
+        package's postprocessing) and converted to the output's dtype here, in the writer's
+        thread: the model's thread only computes."""
         started = time.time()
         self._check_finite(layout, piece, own)
+        own = self.plan.postprocess(own)
         result = to_output_dtype(own, self.plan.settings.output.dtype)
         clock.write += time.time() - started
         return self._write_piece(state, piece, result, outgoing, sources, progress, clock)

@@ -51,7 +51,7 @@ def check_key(plan: RunPlan) -> str:
     settings = plan.settings
     what = {
         "model": plan.model_sha256,
-        "kind": Path(settings.model.path).suffix,
+        "kind": settings.model.weights_format or Path(settings.model.path).suffix,
         "input_patch": list(plan.geometry.input_size),
         "output_patch": list(plan.geometry.output_size),
         "input_channels": plan.input_info.channels or 1,
@@ -82,6 +82,11 @@ def probe(plan: RunPlan) -> int:
     settings = plan.settings
     batch_size = settings.inference.batch_size
     device = torch.device("cpu")
+    if plan.package is not None:
+        from chunkflow.plan.package_test import run_package_test
+
+        files = plan.model_files
+        run_package_test(files.members, settings.model, files.package)
 
     def loaded() -> Predictor:
         """A predictor with a model of its own (a failed fake run may leave fake tensors in
@@ -96,7 +101,7 @@ def probe(plan: RunPlan) -> int:
             affinity_axes=settings.model.affinity_axes,  # its length is checked against it
         )
 
-    if not settings.model.path.endswith(".onnx"):  # ONNX Runtime computes on real arrays
+    if not settings.model.runs_in_onnx:  # ONNX Runtime computes on real arrays
         channels = _fake_batches(loaded(), plan)
         if channels is not None:
             return channels

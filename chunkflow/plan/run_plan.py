@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from chunkflow.engine.dtypes import scale_input
 from chunkflow.engine.models import ModelFiles, check_model_files, model_sha256
 from chunkflow.errors import ConfigError, ModelError, VolumeError
 from chunkflow.geometry.boxes import (
@@ -41,6 +42,9 @@ from chunkflow.volumes import (
     refuse_mismatch,
 )
 from chunkflow.volumes.hdf5 import SPELLING as HDF5_SPELLING
+from chunkflow.zoo.package import ZooModel, check_fits, is_package, read_package
+from chunkflow.zoo.processing import Processing, Statistics
+from chunkflow.zoo.statistics import measure_input
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,35 @@ class RunPlan:
         self.check_output(volume, results)
         return volume
 
+    @cached_property
+    def package(self) -> ZooModel | None:
+        """What the bioimage.io package ``model.path`` names says; None for a model file."""
+        path = self.settings.model.path
+        return read_package(path) if is_package(path) else None
+
+    @cached_property
+    def _processing(self) -> tuple[Processing, Processing] | None:
+        package = self.package
+        if package is None:
+            return None
+        statistics = Statistics.from_config(self.settings.model.statistics)
+        return (
+            Processing(package.preprocessing, statistics),
+            Processing(package.postprocessing, statistics),
+        )
+
+    def network_input(self, raw: np.ndarray) -> np.ndarray:
+        """The network's float32 input made from ``raw`` (the input as stored): scaled as
+        ``input.scale`` says, or a package's preprocessing of it (``raw`` is kept)."""
+        if self._processing is None:
+            return scale_input(raw, self.settings.input.scale)
+        return self._processing[0](raw.astype(np.float32))
+
+    def postprocess(self, values: np.ndarray) -> np.ndarray:
+        """A package's postprocessing of the blended prediction ``values`` (float32, consumed);
+        for a model file, ``values`` as they are."""
+        return values if self._processing is None else self._processing[1](values)
+
     def whole_roi_patch_count(self) -> int:
         """Patches one pass over the whole ROI would run (the exact lattice)."""
         z, y, x = elementwise(
@@ -288,6 +321,30 @@ def _check_apart(settings: Settings) -> None:
             )
 
 
+def _with_statistics(settings: Settings, volume: Volume) -> Settings:
+    """``settings`` with the input statistics a package's preprocessing needs: those given in
+    ``model.statistics`` (refused in one line if some are missing), else measured now
+    (``chunkflow.zoo.statistics``)."""
+    model = settings.model
+    if not is_package(model.path):
+        return settings
+    package = read_package(model.path)
+    check_fits(package, volume.info.channels or 1, model.path)
+    needs = Processing(package.preprocessing).needs
+    if not needs:
+        return settings
+    if model.statistics is not None:
+        missing = Statistics.from_config(model.statistics).missing(needs)
+        if missing:
+            raise ConfigError(
+                f"model.statistics lacks {', '.join(missing)}, which the package's preprocessing "
+                "needs; add them, or remove model.statistics to have them measured"
+            )
+        return settings
+    measured = measure_input(volume, needs).as_config()
+    return replace(settings, model=replace(model, statistics=measured))
+
+
 def make_plan(settings: Settings) -> RunPlan:
     """Resolve ``settings`` against the input volume (its metadata, and a few of its chunks
     for its identity: ``input_identity``)."""
@@ -306,6 +363,7 @@ def make_plan(settings: Settings) -> RunPlan:
     except VolumeError as err:
         raise ConfigError(f"input.path: {err}") from None
     _check_apart(settings)  # once the input is known to be a volume
+    settings = _with_statistics(settings, volume)
     roi = _resolve_roi(settings, input_info.bounds)
     model = settings.model
     _check_patch_fits(roi, model.output_patch_size)
