@@ -301,7 +301,8 @@ def prepare(config: dict[str, Any], main: bool = True) -> WorkflowRun:
     the ``JobFacts`` beside it; in a job's re-parse (``main`` false), read those facts instead
     (and plan only if they are not there: state on another file system).
 
-    The stored copy is named by its content (``RunState.stored_config``), the facts by what
+    The stored copy is named by its content (``RunState.stored_config``; it adds the input
+    statistics a bioimage.io package needs, as the plan measured them), the facts by what
     they depend on without reading the input (``RunState.job_facts``), and neither is
     rewritten unless what is recorded differs: a snakemake that the lock then refuses changes
     nothing another run's jobs read, unless the input changed under that run (its fingerprint
@@ -328,12 +329,24 @@ def prepare(config: dict[str, Any], main: bool = True) -> WorkflowRun:
     plan.blocks  # noqa: B018 (reads the mask, if any: its mistakes are one-line errors here)
     facts = JobFacts.of(plan)  # hashes the model file now, once (the fingerprint)
     stored = RunState.stored_config(plan.settings.state_dir, digest)
-    if not stored.exists():
-        write_text_atomic(stored, text)
+    jobs_text = _jobs_config(config, plan, text)
+    if not stored.exists() or stored.read_text() != jobs_text:
+        write_text_atomic(stored, jobs_text)
     recorded = RunState.job_facts(plan.settings.state_dir, key)
     if JobFacts.read(recorded) != facts:
         write_json_atomic(recorded, asdict(facts))
     return WorkflowRun(facts, stored, config, plan)
+
+
+def _jobs_config(config: dict[str, Any], plan: RunPlan, text: str) -> str:
+    """The config text the block jobs read: ``text``, with the input statistics the plan
+    measured for a bioimage.io package (``model.statistics``), so that no job measures them
+    again."""
+    measured = plan.settings.model.statistics
+    if measured is None or config.get("model", {}).get("statistics") is not None:
+        return text
+    jobs = {**config, "model": {**config["model"], "statistics": measured}}
+    return yaml.safe_dump(jobs, sort_keys=True)
 
 
 def _facts_key(text: str, config: dict[str, Any]) -> str:

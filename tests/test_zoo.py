@@ -1,0 +1,280 @@
+"""bioimage.io model packages as ``model.path``: built offline with bioimageio.spec, run block-wise
+by chunkflow and compared with bioimageio.core's prediction of the whole volume in memory.
+
+How the two are made comparable: the test network (``zoo_arch.TinyNet``) sees one voxel of
+context and every package declares a halo of 2, so each of our patches computes exact values
+and the tiling cannot change them; core pads the whole volume by the halo in the package's
+padding mode (symmetric), as chunkflow pads at the volume's edges; and core is given the
+volume's statistics (``fixed_dataset_statistics``), which chunkflow measures over the whole
+volume (it is small) — core would otherwise measure them over the volume padded by the halo,
+or, for a 2D package, slice by slice.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers import smooth_volume, write_volume
+from zoo_packages import core_predict, make_package
+
+import chunkflow
+from chunkflow.config import parse
+from chunkflow.errors import ConfigError
+from chunkflow.plan.run_plan import make_plan
+
+ZMUV = {"id": "zero_mean_unit_variance", "kwargs": {}}
+SIGMOID = {"id": "sigmoid"}
+
+# (name, ndim, weights, zipped, preprocessing, postprocessing): every weights format in 2D and
+# 3D, a folder and a zip, and each processing step at least once
+CASES = [
+    ("3d-torchscript", 3, "torchscript", False, [ZMUV], [SIGMOID]),
+    (
+        "3d-state-dict-zip",
+        3,
+        "pytorch_state_dict",
+        True,
+        [{"id": "scale_range", "kwargs": {"min_percentile": 1, "max_percentile": 99.5}}],
+        [{"id": "binarize", "kwargs": {"threshold": 0.5}}],
+    ),
+    (
+        "3d-onnx",
+        3,
+        "onnx",
+        False,
+        [
+            {"id": "scale_linear", "kwargs": {"gain": 0.01, "offset": -1.0}},
+            {"id": "clip", "kwargs": {"min": -0.8, "max": 0.9}},
+        ],
+        [{"id": "softmax", "kwargs": {"axis": "channel"}}],
+    ),
+    (
+        "2d-torchscript",
+        2,
+        "torchscript",
+        True,
+        [{"id": "fixed_zero_mean_unit_variance", "kwargs": {"mean": 110.0, "std": 40.0}}],
+        [SIGMOID],
+    ),
+    (
+        "2d-state-dict",
+        2,
+        "pytorch_state_dict",
+        False,
+        [{"id": "clip", "kwargs": {"min_percentile": 5, "max_percentile": 95}}, ZMUV],
+        [],
+    ),
+    (
+        "2d-onnx",
+        2,
+        "onnx",
+        False,
+        [{"id": "scale_range", "kwargs": {"min_percentile": 0, "max_percentile": 100}}],
+        [{"id": "scale_linear", "kwargs": {"gain": 2.0, "offset": 0.5}}],
+    ),
+]
+SHAPE = {3: (20, 40, 44), 2: (5, 40, 44)}
+PATCH = {3: [12, 20, 16], 2: [1, 20, 24]}  # the packages take 8 + a multiple of 4 per axis
+
+
+def volume_statistics(volume: np.ndarray) -> dict[str, Any]:
+    """The statistics of ``volume`` in core's spelling: mean, population std, and numpy's linear
+    quantiles at the percentiles the cases use."""
+    values = volume.astype(np.float64).ravel()
+    percentiles = [0, 1, 5, 95, 99.5, 100]
+    quantiles = np.quantile(volume.astype(np.float32).ravel(), np.array(percentiles) / 100)
+    return {
+        "mean": values.mean(),
+        "std": values.std(),
+        "quantiles": dict(zip(percentiles, quantiles.tolist(), strict=True)),
+    }
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("packages")
+    return {
+        name: make_package(
+            root / name,
+            ndim=ndim,
+            weights=weights,
+            zipped=zipped,
+            preprocessing=pre,
+            postprocessing=post,
+        )
+        for name, ndim, weights, zipped, pre, post in CASES
+    }
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])
+def test_blockwise_equals_bioimageio_core_and_one_block(case, packages, tmp_path):
+    name, ndim, weights, _, _, _ = case
+    volume = smooth_volume(SHAPE[ndim], seed=3)
+    settings = {"input_patch_size": PATCH[ndim], "progress": False}
+    z = SHAPE[ndim][0]
+    blocks = chunkflow.predict(
+        volume,
+        packages[name],
+        **settings,
+        output={"chunk_size": [z, 8, 8]},
+        block_size=[z, 16, 24],  # 3 x 2 blocks, each streamed in pieces
+        piece_size=[z, 8, 8],
+        run_dir=tmp_path / "blocks",
+    )
+    whole = chunkflow.predict(volume, packages[name], **settings)
+    assert blocks.shape == whole.shape == (2, *SHAPE[ndim])
+    assert np.abs(blocks - whole).max() <= 1e-6  # seam-free: blocks and pieces change nothing
+
+    reference = core_predict(
+        packages[name],
+        volume,
+        weights=weights,
+        statistics=volume_statistics(volume),
+        pad_input=True,
+    )
+    assert np.abs(blocks - reference).max() <= 1e-5
+    assert blocks.std() > 0.01  # the comparison is not of constants
+
+
+def test_measured_statistics_are_the_volumes_and_in_the_fingerprint(packages, tmp_path):
+    volume = smooth_volume((32, 130, 128), seed=4)  # the default patch's output fits
+    path = write_volume(tmp_path / "raw.zarr", volume, chunks=(16, 64, 64))
+    config = {
+        "input": {"path": path},
+        "output": {"path": str(tmp_path / "out.zarr"), "chunk_size": [16, 64, 64]},
+        "block_size": [32, 128, 128],
+        "model": {"path": str(packages["3d-state-dict-zip"])},
+        "state_dir": str(tmp_path / "state"),
+    }
+    plan = make_plan(parse(config))
+    want = np.quantile(volume.astype(np.float32).ravel(), [0.01, 0.995])
+    assert plan.settings.model.statistics == {
+        "percentiles": {"1": pytest.approx(want[0]), "99.5": pytest.approx(want[1])}
+    }
+    assert plan.settings.input.padding == "symmetric"  # the package's (bioimage.io's default)
+    assert plan.settings.model.weights_format == "pytorch_state_dict"
+    assert plan.geometry.input_size == (32, 128, 128)  # the default patch: 8 + 4k, at least that
+    assert plan.geometry.output_size == (28, 124, 124)  # less the halo of 2 per side
+
+    given = {**config, "model": {**config["model"], "statistics": plan.settings.model.statistics}}
+    assert make_plan(parse(given)).fingerprint == plan.fingerprint  # given = measured
+    other = {"percentiles": {"1": 0.0, "99.5": 255.0}}
+    changed = {**config, "model": {**config["model"], "statistics": other}}
+    assert make_plan(parse(changed)).fingerprint != plan.fingerprint
+
+
+def test_the_workflow_runs_a_package_as_predict_does(packages, tmp_path, run_env):
+    """A run directory whose config names a package: Snakemake plans it (the package's test,
+    the statistics measured once: the block jobs read them from the stored config) and its
+    output equals ``chunkflow.predict``'s."""
+    volume = smooth_volume((20, 40, 44), seed=5)
+    run_dir = tmp_path / "run"
+    path = write_volume(tmp_path / "raw.zarr", volume, chunks=(10, 20, 22))
+    config = {
+        "input": {"path": path},
+        "output": {"path": "out.zarr", "chunk_size": [20, 20, 22]},
+        "block_size": [20, 20, 22],
+        "model": {"path": str(packages["3d-torchscript"]), "input_patch_size": [12, 20, 16]},
+    }
+    run_dir.mkdir()
+    import yaml
+
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "chunkflow"), "run", "-d", str(run_dir), "--cores", "2"],
+        env=run_env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    stored = list((run_dir / ".chunkflow" / "configs").glob("*.yaml"))
+    assert len(stored) == 1
+    jobs_config = yaml.safe_load(stored[0].read_text())
+    assert set(jobs_config["model"]["statistics"]) == {"mean", "std"}
+    import zarr
+
+    got = zarr.open_array(str(run_dir / "out.zarr"), mode="r")[...]
+    want = chunkflow.predict(
+        volume, packages["3d-torchscript"], input_patch_size=[12, 20, 16], progress=False
+    )
+    assert np.array_equal(got, want)
+
+
+def package_config(tmp_path: Path, package: Path, **model: Any) -> dict[str, Any]:
+    volume = smooth_volume((12, 24, 24), seed=6)
+    return {
+        "input": {"path": write_volume(tmp_path / "raw.zarr", volume)},
+        "output": {"path": str(tmp_path / "out.zarr"), "chunk_size": [12, 24, 24]},
+        "block_size": [12, 24, 24],
+        "model": {"path": str(package), "input_patch_size": [12, 16, 16], **model},
+        "state_dir": str(tmp_path / "state"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"weights_format": "onnx"}, "model.weights_format is onnx but the package"),
+        ({"weights": "w.pt"}, "model.weights is only used with a .py model"),
+        (
+            {"input_patch_size": [12, 18, 16]},
+            "is 18 along y but the package takes 8 + a multiple of 4; use 16 or 20",
+        ),
+        (
+            {"output_patch_size": [14, 12, 12]},
+            "model.output_patch_size is 14 along z but the package returns 12 voxels there",
+        ),
+        ({"statistics": {"mean": 1.0}}, None),  # the schema: std too
+        ({"statistics": {"percentiles": {"1": 0.0}}}, "model.statistics lacks mean, std"),
+        (
+            {"input_patch_size": [4, 4, 4]},
+            "is 4 along z but the package takes 8 + a multiple of 4; use 8",
+        ),
+    ],
+)
+def test_settings_a_package_cannot_take_fail_in_one_line(model, message, packages, tmp_path):
+    config = package_config(tmp_path, packages["3d-torchscript"], **model)
+    with pytest.raises(ConfigError) as caught:
+        make_plan(parse(config))
+    text = str(caught.value)
+    assert "\n" not in text
+    if message is not None:
+        assert message in text, text
+
+
+def test_a_package_whose_test_does_not_reproduce_fails_before_any_job(tmp_path, run_env):
+    package = make_package(tmp_path / "broken", weights="torchscript", preprocessing=[ZMUV])
+    expected = np.load(package / "test_output.npy")
+    np.save(package / "test_output.npy", expected + 0.5)  # not what the network gives
+    config = package_config(tmp_path, package)
+    import yaml
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "chunkflow"),
+            "plan",
+            "--config",
+            str(tmp_path / "config.yaml"),
+        ],
+        env=run_env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "does not reproduce its test output" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out.zarr").exists()
+
+
+def test_a_package_for_other_channels_is_refused(tmp_path):
+    package = make_package(tmp_path / "two", in_channels=2)
+    with pytest.raises(ConfigError, match=r"takes 2 input channel\(s\) but the input volume has 1"):
+        chunkflow.predict(
+            smooth_volume((12, 24, 24)), package, input_patch_size=[12, 16, 16], progress=False
+        )
