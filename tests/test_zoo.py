@@ -278,3 +278,40 @@ def test_a_package_for_other_channels_is_refused(tmp_path):
         chunkflow.predict(
             smooth_volume((12, 24, 24)), package, input_patch_size=[12, 16, 16], progress=False
         )
+
+
+def test_the_readme_section_runs_as_written(tmp_path, monkeypatch):
+    """README's "A model from the zoo": its Python snippet on the demo volume with a package at
+    the path it names, then its config fragment in the demo config plans the same run."""
+    import yaml
+
+    from chunkflow.app.demo import write_demo
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## A model from the zoo")[1].split("\n## ")[0]
+    snippet = section.split("```python\n")[1].split("```")[0]
+    fragment = yaml.safe_load(section.split("```yaml\n")[1].split("```")[0])
+    write_demo(tmp_path / "resources" / "demo")
+    built = make_package(
+        tmp_path / "models" / "boundaries",
+        preprocessing=[ZMUV],
+        postprocessing=[SIGMOID],
+        out_channels=1,
+        zipped=True,
+    )
+    assert built == tmp_path / "models" / "boundaries.zip"
+    monkeypatch.chdir(tmp_path)
+    exec(snippet, {})
+    import zarr
+
+    written = zarr.open_array("results/zoo_boundaries.zarr", mode="r")
+    assert written.shape == (1, 64, 512, 512) and written.dtype == np.uint8
+    assert 0 < written[...].std()
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
+    config["model"] = fragment["model"]
+    config["output"]["path"] = "results/zoo_boundaries.zarr"
+    plan = make_plan(parse(config))  # the fragment's defaults, as the README says
+    assert plan.geometry.input_size == (32, 128, 128)
+    assert plan.settings.model.weights_format == "torchscript"
+    assert set(plan.settings.model.statistics) == {"mean", "std"}
