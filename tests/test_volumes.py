@@ -318,10 +318,10 @@ def padded_reference(data: np.ndarray, box: Box, mode: str) -> np.ndarray:
     after = [b - v for v, b in zip(bounds.stop, box.stop, strict=True)]
     pad = max(0, *before, *after)
     widths = [(0, 0)] * (data.ndim - 3) + [(pad, pad)] * 3
-    if mode == "reflect":
-        padded = np.pad(data, widths, mode="reflect")
-    else:
+    if mode == "zero":
         padded = np.pad(data, widths, mode="constant", constant_values=0)
+    else:
+        padded = np.pad(data, widths, mode=mode)
     origin = tuple(o - pad for o in OFFSET)
     return padded[(...,) + box.slices(origin)]
 
@@ -356,7 +356,7 @@ def boxes_around(bounds: Box) -> list[Box]:
     return out
 
 
-@pytest.mark.parametrize("mode", ["reflect", "zero"])
+@pytest.mark.parametrize("mode", ["reflect", "symmetric", "edge", "zero"])
 @pytest.mark.parametrize("channels", [None, 2])
 def test_read_padded_equals_numpy_pad(tmp_path, mode, channels):
     shape = SHAPE if channels is None else (channels, *SHAPE)
@@ -374,8 +374,9 @@ def test_read_padded_reflects_a_one_voxel_axis(tmp_path):
     data = ramp((1, 3, 4), "uint8")
     volume = open_volume(write_zarr(tmp_path / "thin.zarr", data))
     box = Box((-3, -1, 0), (4, 3, 4))
-    expected = np.pad(data, ((3, 3), (1, 0), (0, 0)), mode="reflect")
-    assert np.array_equal(read_padded(volume, box, "reflect"), expected)
+    for mode in ("reflect", "symmetric", "edge"):
+        expected = np.pad(data, ((3, 3), (1, 0), (0, 0)), mode=mode)
+        assert np.array_equal(read_padded(volume, box, mode), expected), mode
 
 
 def test_read_padded_inside_is_a_plain_read(tmp_path):

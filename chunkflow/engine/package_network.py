@@ -35,8 +35,11 @@ class PackageNetwork(torch.nn.Module):
             batch = batch.transpose(1, 2).reshape(n * z, c, *batch.shape[3:])
         ours = ("batch", "channel", *model.space)
         inputs = batch if "channel" in model.input_axes else batch[:, 0]
-        present = [a for a in ours if a in model.input_axes]
-        inputs = inputs.permute([present.index(a) for a in model.input_axes])
+        present = [a for a in ours if a == "batch" or a in model.input_axes]
+        wanted = model.input_axes
+        if "batch" not in wanted:  # kept first here, and unbound below
+            wanted = ("batch", *wanted)
+        inputs = inputs.permute([present.index(a) for a in wanted])
         if "batch" in model.input_axes:
             out = self.network(inputs)
         else:  # a package without a batch axis: one patch at a time

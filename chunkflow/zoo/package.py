@@ -116,7 +116,8 @@ class ZooModel:
 
     @property
     def space(self) -> tuple[str, ...]:
-        return tuple(a for a in self.input_axes if a in SPACE)
+        """The space axes, in chunkflow's order (z, y, x)."""
+        return tuple(a for a in SPACE if a in self.input_axes)
 
     @property
     def is_2d(self) -> bool:
@@ -410,7 +411,7 @@ def _describe(path: str, rdf: bytes) -> ZooModel:
         return names
 
     input_axes, output_axes = axis_names(inp, "input"), axis_names(out, "output")
-    if [a for a in input_axes if a in SPACE] != [a for a in output_axes if a in SPACE]:
+    if {a for a in input_axes if a in SPACE} != {a for a in output_axes if a in SPACE}:
         raise _unsupported("its output's space axes differ from its input's", path)
     sizes = {str(a.id): _space_size(a, input_id, path) for a in inp.axes if str(a.type) == "space"}
     offsets = {
