@@ -117,3 +117,27 @@ def test_sections_merge_and_the_defaults_follow_what_is_given(finished, tmp_path
     assert isinstance(named, chunkflow.Volume) and (tmp_path / "p.zarr.chunkflow").is_dir()
     with pytest.raises(ValueError, match="not a local path: give run_dir="):
         chunkflow.predict(raw, **settings, output="s3://bucket/p.zarr")
+
+
+def test_a_zarr_array_is_read_where_it_is_or_copied(finished, tmp_path):
+    """A zarr array in a local store is the run's input as it is (no copy); one in memory is
+    copied slab by slab; both give what its numpy values give."""
+    run_dir = finished[0]
+    stored = zarr.open_array(str(run_dir / "data" / "raw.zarr"), mode="r")
+    layout = {k: v for k, v in BASE_CONFIG["output"].items() if k != "path"}
+    want = chunkflow.predict(stored[...], **settings_of(run_dir), output=layout)
+
+    work = tmp_path / "in_place"
+    got = chunkflow.predict(stored, **settings_of(run_dir), output=layout, run_dir=work)
+    assert np.array_equal(got, want)
+    assert read_config(work)["input"]["path"] == str(run_dir / "data" / "raw.zarr")
+    assert not (work / "input.zarr").exists()
+
+    in_memory = zarr.create_array(
+        zarr.storage.MemoryStore(), shape=stored.shape, dtype=stored.dtype, chunks=(3, 16, 16)
+    )
+    in_memory[...] = stored[...]
+    copied = tmp_path / "copied"
+    got = chunkflow.predict(in_memory, **settings_of(run_dir), output=layout, run_dir=copied)
+    assert np.array_equal(got, want)
+    assert np.array_equal(zarr.open_array(str(copied / "input.zarr"), mode="r")[...], stored[...])

@@ -12,15 +12,16 @@ from typing import Any
 
 import numpy as np
 import yaml
+import zarr
 
-from chunkflow.geometry.boxes import Vec, ceil_div, minimum
+from chunkflow.geometry.boxes import Box, Vec, ceil_div, minimum
 from chunkflow.volumes import Volume
 
 DEFAULT_CHUNK: Vec = (64, 256, 256)  # the output's storage chunk where none is given
 
 
 def predict(
-    data: np.ndarray | str,
+    data: np.ndarray | zarr.Array | str,
     model: str | Path,
     *,
     input_patch_size: Sequence[int] | None = None,
@@ -37,7 +38,8 @@ def predict(
     blending, so the result equals the workflow's for the same settings.
 
     Args:
-        data: a (z, y, x) or (channels, z, y, x) numpy array, or the path or URL of a volume in
+        data: a (z, y, x) or (channels, z, y, x) numpy or zarr array (a zarr array in a local
+            store is read where it is; another is copied), or the path or URL of a volume in
             any input format.
         model: the network: a ``torch.export`` archive, TorchScript, ONNX, a ``.py`` whose
             ``build_model()`` makes it (its state dict in ``weights``), or a bioimage.io model
@@ -104,7 +106,7 @@ def _ints(values: Sequence[int]) -> list[int]:
 
 
 def _config(
-    data: np.ndarray | str,
+    data: np.ndarray | zarr.Array | str,
     model: str | Path,
     weights: str | Path | None,
     input_patch_size: list[int] | None,
@@ -115,7 +117,10 @@ def _config(
     """The run's config, every path absolute; a numpy ``data`` copied to ``root/input.zarr``."""
     out.setdefault("path", str(root / "output.zarr"))
     out["path"] = _absolute(out["path"])
-    if isinstance(data, np.ndarray):
+    if isinstance(data, zarr.Array):
+        root_dir = getattr(data.store, "root", None)
+        data = str(Path(root_dir) / data.path) if root_dir else _stored(data, root / "input.zarr")
+    elif isinstance(data, np.ndarray):
         data = _stored(data, root / "input.zarr")
     net: dict[str, Any] = {"path": _absolute(model)}
     for key, size in (
@@ -140,8 +145,9 @@ def _absolute(path: str | Path) -> str:
     return text if "://" in text else str(Path(text).absolute())
 
 
-def _stored(data: np.ndarray, path: Path) -> str:
-    """``data`` written to a zarr array at ``path`` (replacing one there): the run's input."""
+def _stored(data: np.ndarray | zarr.Array, path: Path) -> str:
+    """``data`` written to a zarr array at ``path`` (replacing one there): the run's input; a
+    zarr array is copied a slab of its chunks' z-slices at a time."""
     from chunkflow.volumes import VolumeInfo
     from chunkflow.volumes.zarr_volume import ZarrVolume, create_array
 
@@ -152,7 +158,11 @@ def _stored(data: np.ndarray, path: Path) -> str:
     info = VolumeInfo(shape, str(data.dtype), minimum(DEFAULT_CHUNK, shape), channels=channels)
     shutil.rmtree(path, ignore_errors=True)
     create_array(str(path), info)
-    ZarrVolume(str(path), mode="r+").write(info.bounds, data)
+    volume = ZarrVolume(str(path), mode="r+")
+    step = int(data.chunks[-3]) if isinstance(data, zarr.Array) else shape[0]
+    for z in range(0, shape[0], step):
+        slab = Box((z, 0, 0), (min(z + step, shape[0]), shape[1], shape[2]))
+        volume.write(slab, np.asarray(data[..., slab.start[0] : slab.stop[0], :, :]))
     return str(path)
 
 
