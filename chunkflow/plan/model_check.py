@@ -2,7 +2,8 @@
 batch and a batch of one (the last batch of a block may be short), so that a wrong patch size or
 channel count, a file that is not a network, or a batch the model does not take fails in
 `chunkflow plan` and when the workflow plans, in one line. An existing output is then checked
-against the model's channel count too.
+against the model's channel count too. A bioimage.io package first runs its own test
+(``chunkflow.plan.package_test``).
 
 The batches are fake tensors (``torch._subclasses.fake_tensor``): every operation computes its
 output's shape and checks its arguments as it would on real data, but nothing is computed or
