@@ -135,6 +135,9 @@ class Settings:
             model.pop("affinity_axes")
         if self.inference.non_finite == "fail":  # the default: earlier fingerprints stay valid
             inference.pop("non_finite")
+        for key in ("weights_format", "statistics"):  # a package's; model files' stay valid
+            if model[key] is None:
+                model.pop(key)
         return {
             "input": {
                 **_without(asdict(self.input), "path", "storage_options", "fill_missing"),
