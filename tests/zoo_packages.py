@@ -117,6 +117,23 @@ def _step(step: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _tensor(
+    tensor_id: str,
+    axes: list[dict[str, Any]],
+    test_file: str,
+    key: str,
+    steps: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """One tensor's description: float32, with its test tensor and processing ``steps``."""
+    return {
+        "id": tensor_id,
+        "axes": axes,
+        "test_tensor": {"source": test_file},
+        "data": {"type": "float32"},
+        key: [_step(p) for p in steps],
+    }
+
+
 def _rdf(
     *,
     ndim: int,
@@ -156,23 +173,9 @@ def _rdf(
         "license": "MIT",
         "documentation": {"source": "README.md"},
         "tags": ["chunkflow-test"],
-        "inputs": [
-            {
-                "id": INPUT_ID,
-                "axes": in_axes,
-                "test_tensor": {"source": "test_input.npy"},
-                "data": {"type": "float32"},
-                "preprocessing": [_step(p) for p in preprocessing],
-            }
-        ],
+        "inputs": [_tensor(INPUT_ID, in_axes, "test_input.npy", "preprocessing", preprocessing)],
         "outputs": [
-            {
-                "id": OUTPUT_ID,
-                "axes": out_axes,
-                "test_tensor": {"source": "test_output.npy"},
-                "data": {"type": "float32"},
-                "postprocessing": [_step(p) for p in postprocessing],
-            }
+            _tensor(OUTPUT_ID, out_axes, "test_output.npy", "postprocessing", postprocessing)
         ],
         "weights": weights_entry,
     }
