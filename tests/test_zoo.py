@@ -227,7 +227,12 @@ def package_config(tmp_path: Path, package: Path, **model: Any) -> dict[str, Any
         ),
         (
             {"output_patch_size": [14, 12, 12]},
-            "model.output_patch_size is 14 along z but the package returns 12 voxels there",
+            "model.output_patch_size is 14 along z but the package gives 8 voxels there",
+        ),
+        (  # the halo is never written
+            {"output_patch_size": [12, 16, 16]},
+            "is 12 along z but the package gives 8 voxels there for model.input_patch_size "
+            "[12, 16, 16]; use at most 8 (its output less its halo)",
         ),
         ({"statistics": {"mean": 1.0}}, None),  # the schema: std too
         ({"statistics": {"percentiles": {"1": 0.0}}}, "model.statistics lacks mean, std"),
@@ -325,3 +330,52 @@ def test_a_model_files_fingerprint_is_what_it_was_before_packages():
 
     settings = load(Path(__file__).parents[1] / "config" / "config.yaml")
     assert settings.result_fingerprint("abc", {"x": 1}) == "5781c8d25f5d6f5a"
+
+
+def test_a_per_slice_normalisation_reproduces_its_test_and_runs_seamlessly(tmp_path):
+    """A package normalising each z-slice by its own statistics (``axes: [y, x]``): its own
+    test is run as bioimage.io runs it (per slice), while over a volume chunkflow normalises by
+    the volume's statistics, so blocks stay seamless."""
+    per_slice = {"id": "zero_mean_unit_variance", "kwargs": {"axes": ["y", "x"]}}
+    package = make_package(tmp_path / "slices", preprocessing=[per_slice])
+    volume = smooth_volume((20, 40, 44), seed=8)
+    settings = {"input_patch_size": [12, 20, 16], "progress": False}
+    whole = chunkflow.predict(volume, package, **settings)
+    blocks = chunkflow.predict(
+        volume, package, **settings, output={"chunk_size": [20, 8, 8]}, block_size=[20, 16, 24]
+    )
+    assert np.abs(blocks - whole).max() <= 1e-6
+    dataset = {"mean": float(volume.mean()), "std": float(volume.std())}
+    given = chunkflow.predict(volume, package, **settings, model_options={"statistics": dataset})
+    assert np.abs(given - whole).max() <= 1e-5  # the statistics it measured are the volume's
+
+
+def test_an_architecture_with_a_dataclass_loads(tmp_path):
+    package = make_package(tmp_path / "dc", weights="pytorch_state_dict")
+    with open(package / "zoo_arch.py", "a") as source:
+        source.write(
+            "\n\nfrom dataclasses import dataclass\n\n\n@dataclass\nclass Cfg:\n    width: int = 4\n"
+        )
+    got = chunkflow.predict(
+        smooth_volume((12, 24, 24)), package, input_patch_size=[12, 16, 16], progress=False
+    )
+    assert got.shape == (2, 12, 24, 24)
+
+
+def test_a_2d_packages_z_patch_is_its_input_and_a_bad_test_tensor_is_one_line(tmp_path):
+    flat = make_package(tmp_path / "flat", ndim=2)
+    config = package_config(
+        tmp_path, flat, input_patch_size=[4, 16, 16], output_patch_size=[2, 12, 12]
+    )
+    with pytest.raises(
+        ConfigError, match=r"is 2 along z but the package gives 4 voxels there .*; use 4,"
+    ):
+        make_plan(parse(config))
+
+    np.save(flat / "test_input.npy", np.zeros((2, 2), dtype=object), allow_pickle=True)
+    with pytest.raises(chunkflow.ChunkflowError) as caught:
+        chunkflow.predict(
+            smooth_volume((12, 24, 24)), flat, input_patch_size=[4, 16, 16], progress=False
+        )
+    assert "its test input 'test_input.npy' is not a readable .npy file" in str(caught.value)
+    assert "\n" not in str(caught.value)

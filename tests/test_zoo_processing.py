@@ -110,16 +110,17 @@ def zoo_model(input_axes: tuple[str, ...], output_axes: tuple[str, ...], halo: i
 
 
 @pytest.mark.parametrize(
-    "axes",
+    ("axes", "output_axes"),
     [
-        ("batch", "channel", "z", "y", "x"),
-        ("batch", "z", "y", "x", "channel"),
-        ("channel", "x", "y", "z"),  # no batch axis, space axes reversed
-        ("batch", "channel", "y", "x"),  # 2D: slice by slice
-        ("y", "x"),  # 2D without batch or channel
+        (("batch", "channel", "z", "y", "x"), None),
+        (("batch", "z", "y", "x", "channel"), None),
+        (("channel", "x", "y", "z"), None),  # no batch axis, space axes reversed
+        (("batch", "channel", "y", "x"), None),  # 2D: slice by slice
+        (("y", "x"), None),  # 2D without batch or channel
+        (("batch", "channel", "z", "y", "x"), ("channel", "x", "batch", "z", "y")),
     ],
 )
-def test_a_package_network_sees_its_own_axis_order(axes):
+def test_a_package_network_sees_its_own_axis_order(axes, output_axes):
     """The network gets patches in the package's axis order (checked by its shape, against the
     patch's) and its output comes back as (batch, channel, z, y, x) less the halo: here a
     network whose channel 1 is twice its channel 0 and whose voxels are the input's."""
@@ -132,11 +133,12 @@ def test_a_package_network_sees_its_own_axis_order(axes):
 
     def network(t: torch.Tensor) -> torch.Tensor:
         seen.append(tuple(t.shape))
-        if "channel" not in axes:
-            return t * 1.0
-        return torch.cat([t, 2 * t], dim=axes.index("channel"))
+        out = t * 1.0 if "channel" not in axes else torch.cat([t, 2 * t], dim=axes.index("channel"))
+        if output_axes is None:
+            return out
+        return out.permute([axes.index(a) for a in output_axes])
 
-    model = zoo_model(axes, axes, halo=1)
+    model = zoo_model(axes, output_axes or axes, halo=1)
     out = PackageNetwork(network, model, (2, 3, 3) if "z" in axes else (4, 3, 3))(patch)
     sizes = {"batch": 2, "channel": 1, "z": 4, "y": 5, "x": 5}
     if "z" not in axes:

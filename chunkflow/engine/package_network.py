@@ -4,7 +4,9 @@ each z-slice of a patch as one image of its batch."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import sys
 import types
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -44,7 +46,9 @@ class PackageNetwork(torch.nn.Module):
             out = self.network(inputs)
         else:  # a package without a batch axis: one patch at a time
             out = torch.stack([self.network(one) for one in inputs.unbind(0)])
-        given = ("batch", *(a for a in model.output_axes if a != "batch"))
+        given = model.output_axes  # the batch axis where the network puts it, or first (stacked)
+        if "batch" not in given:
+            given = ("batch", *given)
         out = out.permute([given.index(a) for a in ours if a in given])
         if "channel" not in model.output_axes:
             out = out.unsqueeze(1)
@@ -59,9 +63,14 @@ class PackageNetwork(torch.nn.Module):
 
 def _architecture(members: dict[str, bytes], source: str, name: str) -> Any:
     """The callable ``name`` of the package's architecture file ``source``."""
-    module = types.ModuleType(f"chunkflow_package_{source.replace('/', '_').removesuffix('.py')}")
+    code = members.get(source)
+    if code is None:
+        raise ModelError(f"the package lacks its architecture file '{source}'")
+    digest = hashlib.sha256(code).hexdigest()[:16]
+    module = types.ModuleType(f"chunkflow_package_{digest}")
     module.__file__ = source
-    exec(compile(members[source], source, "exec"), module.__dict__)
+    sys.modules[module.__name__] = module  # as an import would: dataclasses, pickling look there
+    exec(compile(code, source, "exec"), module.__dict__)
     if not hasattr(module, name):
         raise ModelError(f"the package's architecture '{source}' defines no '{name}'")
     return getattr(module, name)

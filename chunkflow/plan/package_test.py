@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from chunkflow.errors import ModelError
+from chunkflow.errors import ModelError, first_line
 from chunkflow.zoo.package import SPACE, ZooModel
-from chunkflow.zoo.processing import Processing, measure
+from chunkflow.zoo.processing import Clip, Processing, Statistics, Step, measure_along
 
 if TYPE_CHECKING:
     from chunkflow.settings import ModelSettings
@@ -27,11 +27,30 @@ def _ours(array: np.ndarray, axes: tuple[str, ...], space: tuple[str, ...]) -> n
     return array if "z" in space else array[:, :, None]
 
 
+LAYOUT = ("batch", "channel", *SPACE)  # the test tensors' axes here (``_ours``)
+
+
+def _sample_statistics(raw: np.ndarray, step: Step) -> Statistics:
+    """What ``step`` needs of the test input ``raw`` (batch, channel, z, y, x), reduced over the
+    axes it names (bioimageio.core: a per-sample clip's percentiles by numpy's inverted_cdf)."""
+    axes = getattr(step, "axes", None)
+    reduce = tuple(range(raw.ndim)) if axes is None else tuple(LAYOUT.index(a) for a in axes)
+    per_sample = axes is not None and "batch" not in axes
+    method = "inverted_cdf" if per_sample and isinstance(step, Clip) else "linear"
+    return measure_along(raw, step.needs, reduce, method)
+
+
 def _tensor(members: dict[str, bytes], path: str, name: str | None, which: str) -> np.ndarray:
     data = members.get(name or "")
     if data is None:
         raise ModelError(f"model package '{path}' lacks its test {which} '{name}'")
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as err:
+        raise ModelError(
+            f"model package '{path}': its test {which} '{name}' is not a readable .npy file "
+            f"({first_line(err)}); fix the package"
+        ) from None
 
 
 def run_package_test(members: dict[str, bytes], settings: ModelSettings, model: ZooModel) -> None:
@@ -48,11 +67,13 @@ def run_package_test(members: dict[str, bytes], settings: ModelSettings, model: 
     expected = _ours(
         _tensor(members, path, model.test_output, "output"), model.output_axes, model.space
     )
-    # as bioimage.io runs a test: the test input as it is (no padding; its own statistics), the
+    # as bioimage.io runs a test: the test input as it is (no padding), each step with the
+    # statistics of the unprocessed input over the axes the step names (all, if none), the
     # network's whole output (no halo dropped)
-    pre = Processing(model.preprocessing)
-    data = given.astype(np.float32)
-    data = Processing(pre.steps, measure(data, pre.needs))(data)
+    raw = given.astype(np.float32)
+    data = raw.copy()
+    for step in model.preprocessing:
+        data = step.apply(data, _sample_statistics(raw, step))
     whole = tuple(s + model.offset.get(a, 0) for a, s in zip(SPACE, data.shape[2:], strict=True))
     network = load_package_network(members, settings, model, whole, torch.device("cpu"))
     assert isinstance(network, PackageNetwork)

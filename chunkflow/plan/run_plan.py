@@ -284,7 +284,8 @@ def _check_patch_fits(roi: Box, output_patch: Vec) -> None:
             raise ConfigError(
                 f"model.output_patch_size is {patch} along {axis} but the ROI is only {size} voxels: "
                 "padding only supplies context, the predicted patch must fit in the ROI; "
-                "use a smaller patch or a larger roi.size"
+                "use a smaller patch (model.input_patch_size, and model.output_patch_size if "
+                "set) or a larger roi.size"
             )
 
 
@@ -333,6 +334,18 @@ def _with_statistics(settings: Settings, volume: Volume) -> Settings:
     needs = Processing(package.preprocessing).needs
     if not needs:
         return settings
+    channels = volume.info.channels or 1
+    per_channel = [
+        s
+        for s in package.preprocessing
+        if s.needs and getattr(s, "axes", None) is not None and "channel" not in s.axes  # type: ignore[union-attr]
+    ]
+    if channels > 1 and per_channel:
+        raise ConfigError(
+            f"model.path '{model.path}': the package normalises each of the input's {channels} "
+            "channels by its own statistics, which chunkflow does not support yet; use a "
+            "package that normalises them together, or a single-channel input"
+        )
     if model.statistics is not None:
         missing = Statistics.from_config(model.statistics).missing(needs)
         if missing:

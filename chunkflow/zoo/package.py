@@ -180,15 +180,18 @@ class ZooModel:
         self, input_patch: tuple[int, int, int], output_patch: tuple[int, int, int]
     ) -> None:
         """Refuse, in one line, an output patch that is not a centred part of what the network
-        returns for ``input_patch``."""
+        returns for ``input_patch`` less its halo (the halo is never written); a 2D package's
+        z patch is its input's."""
         returned = self.output_patch(input_patch)
-        whole = [r + 2 * self.halo.get(a, 0) for a, r in zip(SPACE, returned, strict=True)]
-        for axis, want, have in zip(SPACE, output_patch, whole, strict=True):
-            if want > have or (have - want) % 2:
+        for axis, want, most in zip(SPACE, output_patch, returned, strict=True):
+            have = most if axis in self.space else input_patch[SPACE.index(axis)]
+            exact = axis not in self.space
+            if want > have or (have - want) % 2 or (exact and want != have):
+                fix = f"{have}" if exact else f"at most {have} (its output less its halo)"
                 raise ConfigError(
-                    f"model.output_patch_size is {want} along {axis} but the package returns "
-                    f"{have} voxels there for model.input_patch_size {list(input_patch)}; use "
-                    f"{returned[SPACE.index(axis)]} (its output less its halo) or leave it out"
+                    f"model.output_patch_size is {want} along {axis} but the package gives {have} "
+                    f"voxels there for model.input_patch_size {list(input_patch)}; use {fix}, or "
+                    "leave it out"
                 )
 
     def _size_rule(self, axis: str) -> str:
@@ -278,14 +281,15 @@ def _step(descr: Any, where: str, path: str) -> proc.Step:
         return proc.Softmax()
     if name == "ensure_dtype":
         return proc.EnsureDtype(str(kwargs.dtype))
+    axes = None if getattr(kwargs, "axes", None) is None else tuple(map(str, kwargs.axes))
     if name == "zero_mean_unit_variance":
-        step: proc.Step = proc.ZeroMeanUnitVariance(float(kwargs.eps))
+        step: proc.Step = proc.ZeroMeanUnitVariance(float(kwargs.eps), axes=axes)
     elif name == "scale_range":
         step = proc.ScaleRange(
-            float(kwargs.min_percentile), float(kwargs.max_percentile), float(kwargs.eps)
+            float(kwargs.min_percentile), float(kwargs.max_percentile), float(kwargs.eps), axes
         )
     elif name == "clip":
-        step = proc.Clip(kwargs.min, kwargs.max, kwargs.min_percentile, kwargs.max_percentile)
+        step = proc.Clip(kwargs.min, kwargs.max, kwargs.min_percentile, kwargs.max_percentile, axes)
     else:
         raise _unsupported(f"its {where} step '{name}' is not one chunkflow implements", path)
     if step.needs and where == "postprocessing":

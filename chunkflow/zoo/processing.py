@@ -43,9 +43,9 @@ class Statistics:
     """Dataset-wide statistics of the input's values: mean, (population) standard deviation and
     percentiles (0-100, numpy's linear interpolation), as ``model.statistics`` spells them."""
 
-    mean: float | None = None
-    std: float | None = None
-    percentiles: dict[str, float] = field(default_factory=dict)
+    mean: Any = None  # float; for a package's test, arrays that broadcast (``measure_along``)
+    std: Any = None
+    percentiles: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, given: dict[str, Any] | None) -> Statistics:
@@ -74,7 +74,7 @@ class Statistics:
             if percentile_key(p) not in self.percentiles
         ]
 
-    def percentile(self, percentile: float) -> float:
+    def percentile(self, percentile: float) -> Any:
         return self.percentiles[percentile_key(percentile)]
 
 
@@ -93,8 +93,28 @@ def measure(values: np.ndarray, needs: Needs) -> Statistics:
     return Statistics(mean, std, percentiles)
 
 
-def _per_channel(values: float | tuple[float, ...], data: np.ndarray) -> np.float32 | np.ndarray:
-    """A scalar, or per-channel values shaped to broadcast over (channel, z, y, x) ``data``."""
+def measure_along(
+    values: np.ndarray, needs: Needs, axes: tuple[int, ...], method: str
+) -> Statistics:
+    """The statistics ``needs`` asks for, of ``values`` reduced over ``axes`` only (kept as
+    size-1 axes, to broadcast back), quantiles by numpy's ``method``: a sample's statistics
+    as bioimage.io computes a package's test output."""
+    mean = std = None
+    if needs.mean_std:
+        mean = np.mean(values, axis=axes, keepdims=True, dtype=np.float64)
+        std = np.std(values, axis=axes, keepdims=True, dtype=np.float64)
+    percentiles = {
+        percentile_key(p): np.quantile(values, p / 100.0, axis=axes, keepdims=True, method=method)
+        for p in sorted(needs.percentiles)
+    }
+    return Statistics(mean, std, percentiles)
+
+
+def _per_channel(values: Any, data: np.ndarray) -> np.float32 | np.ndarray:
+    """A scalar, or per-channel values shaped to broadcast over (channel, z, y, x) ``data``
+    (an array of statistics as it is)."""
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float32)
     if isinstance(values, float):
         return np.float32(values)
     if len(values) == 1:
@@ -126,6 +146,7 @@ class ZeroMeanUnitVariance:
     eps: float = EPS
     mean: float | tuple[float, ...] | None = None
     std: float | tuple[float, ...] | None = None
+    axes: tuple[str, ...] | None = None  # what a sample's statistics reduce over (the test's)
 
     @property
     def needs(self) -> Needs:
@@ -133,7 +154,6 @@ class ZeroMeanUnitVariance:
 
     def apply(self, data: np.ndarray, stats: Statistics) -> np.ndarray:
         mean, std = (stats.mean, stats.std) if self.mean is None else (self.mean, self.std)
-        assert mean is not None and std is not None
         data -= _per_channel(mean, data)
         data /= _per_channel(std, data) + np.float32(self.eps)
         return data
@@ -146,14 +166,15 @@ class ScaleRange:
     min_percentile: float = 0.0
     max_percentile: float = 100.0
     eps: float = EPS
+    axes: tuple[str, ...] | None = None  # what a sample's statistics reduce over (the test's)
 
     @property
     def needs(self) -> Needs:
         return Needs(percentiles=frozenset({self.min_percentile, self.max_percentile}))
 
     def apply(self, data: np.ndarray, stats: Statistics) -> np.ndarray:
-        low = np.float32(stats.percentile(self.min_percentile))
-        high = np.float32(stats.percentile(self.max_percentile))
+        low = _per_channel(stats.percentile(self.min_percentile), data)
+        high = _per_channel(stats.percentile(self.max_percentile), data)
         data -= low
         data /= high - low + np.float32(self.eps)
         return data
@@ -167,6 +188,7 @@ class Clip:
     max: float | None = None
     min_percentile: float | None = None
     max_percentile: float | None = None
+    axes: tuple[str, ...] | None = None  # what a sample's statistics reduce over (the test's)
 
     @property
     def needs(self) -> Needs:
