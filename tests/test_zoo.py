@@ -192,6 +192,17 @@ def test_the_workflow_runs_a_package_as_predict_does(packages, tmp_path, run_env
         text=True,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    planned = subprocess.run(
+        [str(Path(sys.executable).parent / "chunkflow"), "plan", "-d", str(run_dir)],
+        env=run_env,
+        capture_output=True,
+        text=True,
+    )
+    mean, std = volume.mean(), volume.std()
+    assert (
+        f"package 'chunkflow tiny 3d test model': torchscript weights, its test reproduced; "
+        f"padding symmetric; input statistics mean {mean:.6g}, std {std:.6g}\n"
+    ) in planned.stdout, planned.stdout + planned.stderr
     stored = list((run_dir / ".chunkflow" / "configs").glob("*.yaml"))
     assert len(stored) == 1
     jobs_config = yaml.safe_load(stored[0].read_text())

@@ -84,6 +84,16 @@ def cmd_plan(args: argparse.Namespace) -> None:
         f"{list(plan.geometry.input_size)} -> {list(plan.geometry.output_size)}, batches of "
         f"{s.inference.batch_size} checked on zero patches"
     )
+    if plan.package is not None:
+        given = s.model.statistics or {}
+        values = {k: v for k, v in given.items() if k != "percentiles"}
+        values |= {f"p{k}": v for k, v in given.get("percentiles", {}).items()}
+        statistics = ", ".join(f"{k} {v:.6g}" for k, v in values.items())
+        print(
+            f"package {plan.package.name!r}: {s.model.weights_format} weights, its test "
+            f"reproduced; padding {s.input.padding}"
+            + (f"; input statistics {statistics}" if statistics else "")
+        )
     print(
         f"job     ~{cost.format_bytes(c.job_memory_bytes)} of memory, "
         f"~{cost.format_seconds(target.job_seconds(s.block_size))} at "
