@@ -141,7 +141,7 @@ def test_blockwise_equals_bioimageio_core_and_one_block(case, packages, tmp_path
     assert blocks.std() > 0.01  # the comparison is not of constants
 
 
-def test_measured_statistics_are_the_volumes_and_in_the_fingerprint(packages, tmp_path):
+def test_measured_statistics_and_the_packages_files_are_in_the_fingerprint(packages, tmp_path):
     volume = smooth_volume((32, 130, 128), seed=4)  # the default patch's output fits
     path = write_volume(tmp_path / "raw.zarr", volume, chunks=(16, 64, 64))
     config = {
@@ -167,11 +167,25 @@ def test_measured_statistics_are_the_volumes_and_in_the_fingerprint(packages, tm
     changed = {**config, "model": {**config["model"], "statistics": other}}
     assert make_plan(parse(changed)).fingerprint != plan.fingerprint
 
+    folder = make_package(tmp_path / "pkg", weights="onnx")  # a folder, edited in place
+    config["model"] = {"path": str(folder)}
+    before = make_plan(parse(config)).fingerprint
+    (folder / "README.md").write_text("other documentation")
+    np.save(folder / "test_input.npy", np.load(folder / "test_input.npy"))  # rewritten
+    assert make_plan(parse(config)).fingerprint == before  # no file that makes results
+    (folder / "weights.onnx").write_bytes((folder / "weights.onnx").read_bytes() + b" ")
+    assert make_plan(parse(config)).fingerprint != before
 
-def test_the_workflow_runs_a_package_as_predict_does(packages, tmp_path, run_env):
+
+def test_the_workflow_runs_a_package_as_predict_does(tmp_path, run_env):
     """A run directory whose config names a package: Snakemake plans it (the package's test,
     the statistics measured once: the block jobs read them from the stored config) and its
-    output equals ``chunkflow.predict``'s."""
+    output equals ``chunkflow.predict``'s; an edited description is other results."""
+    packages = {
+        "3d-torchscript": make_package(
+            tmp_path / "pkg", preprocessing=[ZMUV], postprocessing=[SIGMOID]
+        )
+    }
     volume = smooth_volume((20, 40, 44), seed=5)
     run_dir = tmp_path / "run"
     path = write_volume(tmp_path / "raw.zarr", volume, chunks=(10, 20, 22))
@@ -214,6 +228,24 @@ def test_the_workflow_runs_a_package_as_predict_does(packages, tmp_path, run_env
         volume, packages["3d-torchscript"], input_patch_size=[12, 20, 16], progress=False
     )
     assert np.array_equal(got, want)
+
+    # a file of the package's folder edited in place (the folder itself unchanged): the next
+    # run sees other results
+    rdf = packages["3d-torchscript"] / "rdf.yaml"
+    description = yaml.safe_load(rdf.read_text())
+    step = {"id": "clip", "kwargs": {"min": -1e9, "max": 1e9}}  # the same values
+    description["outputs"][0]["postprocessing"].insert(0, step)
+    with open(rdf, "w") as same_inode:
+        same_inode.write(yaml.safe_dump(description))
+    again = subprocess.run(
+        [str(Path(sys.executable).parent / "chunkflow"), "run", "-d", str(run_dir), "-n"],
+        env=run_env,
+        capture_output=True,
+        text=True,
+    )
+    said = again.stdout + again.stderr
+    assert again.returncode == 0 and "model.sha256" in said, said
+    assert "every block will be computed" in said, said
 
 
 def package_config(tmp_path: Path, package: Path, **model: Any) -> dict[str, Any]:

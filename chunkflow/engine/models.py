@@ -83,7 +83,7 @@ class ModelFiles:
     @cached_property
     def sha256(self) -> str:
         if self.members:
-            return members_sha256(self.members)
+            return members_sha256(self.settings.path, self.members)
         weights = None if self.weights is None else hashlib.sha256(self.weights).hexdigest()
         return _combined(hashlib.sha256(self.data).hexdigest(), weights)
 

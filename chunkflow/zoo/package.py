@@ -2,9 +2,9 @@
 
 A package is a folder holding ``rdf.yaml`` (or ``bioimageio.yaml``), that file itself, or the
 package's ``.zip``. It is read with ``bioimageio.spec`` (the optional ``bioimageio`` extra):
-its axes, sizes and halo become patch sizes, its weights a network (``network``), its pre- and
-post-processing steps ``chunkflow.zoo.processing`` steps. Only a package's files are read;
-nothing is downloaded.
+its axes, sizes and halo become patch sizes, its weights a network
+(``chunkflow.engine.package_network``), its pre- and post-processing ``chunkflow.zoo.processing``
+steps. Only a package's files are read; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -61,17 +61,25 @@ def read_members(path: str) -> dict[str, bytes]:
         ) from None
 
 
-def members_sha256(members: dict[str, bytes]) -> str:
-    """A package's digest: of each file's name and content, in name order."""
+def members_sha256(path: str, members: dict[str, bytes]) -> str:
+    """A package's digest: of the name and content of each file that makes its results (its
+    description, every weights file, every architecture source), in name order; its
+    documentation, covers and test tensors are left out (editing them reruns nothing)."""
+    rdf = rdf_of(members)
+    model = read_package(path, rdf)
+    used = {n for n in RDF_NAMES if n in members}
+    for weights in model.weights.values():
+        used |= {weights.file, weights.architecture_file} - {None}  # type: ignore[arg-type]
     digest = hashlib.sha256()
-    for name in sorted(members):
-        digest.update(f"{name}\0{hashlib.sha256(members[name]).hexdigest()}\n".encode())
+    for name in sorted(used):
+        content = members.get(name, b"")  # a missing file fails when it is loaded
+        digest.update(f"{name}\0{hashlib.sha256(content).hexdigest()}\n".encode())
     return digest.hexdigest()
 
 
 def package_sha256(path: str) -> str:
-    """``members_sha256`` of the package at ``path``, each file read in turn."""
-    return members_sha256(read_members(path))
+    """``members_sha256`` of the package at ``path``."""
+    return members_sha256(path, read_members(path))
 
 
 @dataclass(frozen=True)
