@@ -335,11 +335,10 @@ def _with_statistics(settings: Settings, volume: Volume) -> Settings:
     if not needs:
         return settings
     channels = volume.info.channels or 1
-    per_channel = [
-        s
+    per_channel = any(  # statistics over axes that leave the channel out
+        s.needs and "channel" not in (getattr(s, "axes", None) or ("channel",))
         for s in package.preprocessing
-        if s.needs and getattr(s, "axes", None) is not None and "channel" not in s.axes  # type: ignore[union-attr]
-    ]
+    )
     if channels > 1 and per_channel:
         raise ConfigError(
             f"model.path '{model.path}': the package normalises each of the input's {channels} "
