@@ -305,7 +305,7 @@ def test_grouped_blocks_share_a_job_with_one_gpu_in_turn(cluster, tmp_path: Path
 def test_array_task_does_not_depend_on_the_first_task(cluster, tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", model="sleepy")
     extra = [*ARRAY, "--retries", "0", "--latency-wait", "5"]
-    proc = snakemake(run, *extra, env={"CHUNKFLOW_TEST_SLEEP": "2"})
+    proc = snakemake(run, *extra, env={"CHUNKFLOW_TEST_SLEEP": "0.5"})
     first = running_job(r"\d+_1", proc)  # one GPU: the tasks run one at a time, in order
     if first is None:
         proc.kill()
@@ -320,7 +320,7 @@ def test_array_task_does_not_depend_on_the_first_task(cluster, tmp_path: Path) -
 
 def test_cancelled_block_is_reported_and_only_it_reruns(cluster, tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", model="sleepy")
-    proc = snakemake(run, "--retries", "0", env={"CHUNKFLOW_TEST_SLEEP": "2"})
+    proc = snakemake(run, "--retries", "0", env={"CHUNKFLOW_TEST_SLEEP": "0.5"})
     victim = running_job(r"\d+", proc)
     assert victim is not None, "no block job was seen running"
     subprocess.run(["scancel", victim], check=True)
