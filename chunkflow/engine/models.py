@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import types
-import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from chunkflow.engine.model_bytes import load_torchscript, module_from_source
 from chunkflow.errors import ConfigError, ModelError, first_line
 from chunkflow.settings import ModelSettings
 from chunkflow.zoo.package import (
@@ -111,9 +110,7 @@ def _from_python_source(files: ModelFiles) -> torch.nn.Module:
     import torch
 
     path, weights = files.settings.path, files.settings.weights
-    module = types.ModuleType(f"chunkflow_user_model_{Path(path).stem}")
-    module.__file__ = path
-    exec(compile(files.data, path, "exec"), module.__dict__)
+    module = module_from_source(files.data, path)
     build = getattr(module, "build_model", None)
     if build is None:
         raise ModelError(f"'{path}' defines no build_model(); add one returning the network")
@@ -176,11 +173,7 @@ def load_model(
         elif path.endswith(".pt2"):
             network = torch.export.load(io.BytesIO(files.data)).module()
         else:
-            with warnings.catch_warnings():  # TorchScript is deprecated, but users have such files
-                warnings.filterwarnings(
-                    "ignore", r"`torch\.jit\.load` is deprecated", DeprecationWarning
-                )
-                network = torch.jit.load(io.BytesIO(files.data), map_location="cpu")
+            network = load_torchscript(files.data)
     except ModelError:
         raise
     except Exception as err:

@@ -4,15 +4,12 @@ each z-slice of a patch as one image of its batch."""
 
 from __future__ import annotations
 
-import hashlib
 import io
-import sys
-import types
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from chunkflow.engine.model_bytes import load_torchscript, module_from_source
 from chunkflow.errors import ModelError, first_line
 from chunkflow.zoo.package import SPACE, ZooModel
 
@@ -66,11 +63,7 @@ def _architecture(members: dict[str, bytes], source: str, name: str) -> Any:
     code = members.get(source)
     if code is None:
         raise ModelError(f"the package lacks its architecture file '{source}'")
-    digest = hashlib.sha256(code).hexdigest()[:16]
-    module = types.ModuleType(f"chunkflow_package_{digest}")
-    module.__file__ = source
-    sys.modules[module.__name__] = module  # as an import would: dataclasses, pickling look there
-    exec(compile(code, source, "exec"), module.__dict__)
+    module = module_from_source(code, source)
     if not hasattr(module, name):
         raise ModelError(f"the package's architecture '{source}' defines no '{name}'")
     return getattr(module, name)
@@ -100,11 +93,7 @@ def load_package_network(
                 f"{path}/{weights.file}", device, torch.get_num_threads(), data
             )
         elif fmt == "torchscript":
-            with warnings.catch_warnings():
-                warnings.filterwarnings(
-                    "ignore", r"`torch\.jit\.load` is deprecated", DeprecationWarning
-                )
-                network = torch.jit.load(io.BytesIO(data), map_location="cpu")
+            network = load_torchscript(data)
         else:
             assert weights.architecture_file is not None and weights.architecture_callable
             build = _architecture(members, weights.architecture_file, weights.architecture_callable)
