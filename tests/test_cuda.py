@@ -8,8 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import config_with
 from inference_cases import case_config
 from run_helpers import run_all_blocks
+from test_device_values import both_ways, extremes
+
+from chunkflow.engine.device_values import scale_on_device, to_dtype_on_device
+from chunkflow.engine.dtypes import scale_input, to_output_dtype
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -45,3 +50,24 @@ def test_auto_device_runs_on_cuda_and_says_so(tmp_path: Path) -> None:
         json.loads(p.read_text()) for p in Path(config["state_dir"], "blocks").glob("*/*.json")
     ]
     assert markers and all(m["ran_on"]["device"].startswith("cuda") for m in markers)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])
+def test_scaling_and_conversion_on_cuda_are_numpys_bytes(dtype: str) -> None:
+    raw = extremes(dtype)
+    scaled = scale_on_device(torch.from_numpy(raw).cuda(), raw.dtype, "auto")
+    assert scaled.cpu().numpy().tobytes() == scale_input(raw.copy(), "auto").tobytes()
+    values = np.random.default_rng(0).uniform(-0.5, 1.5, 100_000).astype(np.float32)
+    converted = to_dtype_on_device(torch.from_numpy(values).cuda(), "uint8")
+    assert converted.cpu().numpy().tobytes() == to_output_dtype(values.copy(), "uint8").tobytes()
+
+
+def test_a_block_job_with_its_values_on_cuda_writes_the_host_paths_bytes(
+    small_config: dict, tmp_path: Path
+) -> None:
+    config = config_with(
+        small_config, piece_size=[4, 8, 8], **{"output.dtype": "uint8", "inference.device": "cuda"}
+    )
+    (host, _), (device, markers) = both_ways(config, tmp_path)
+    assert device.tobytes() == host.tobytes() and host.std() > 0
+    assert all(m["ran_on"]["peak_gpu_memory_mb"] > 0 for m in markers)

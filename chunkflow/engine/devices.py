@@ -32,3 +32,20 @@ def resolve_model_device(settings: Settings) -> torch.device:
                 raise ConfigError(f"inference.device is 'cuda' but {NO_CUDA_PROVIDER}")
             return torch.device("cpu")
     return device
+
+
+class PeakMemory:
+    """The most memory PyTorch held on a CUDA ``device`` since the last ``reset`` (None for any
+    other device)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def megabytes(self) -> float | None:
+        if self.device.type != "cuda":
+            return None
+        return round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)

@@ -144,10 +144,24 @@ class Predictor:
         target: Box,
         lattice: Intervals | None = None,
     ) -> np.ndarray:
+        """``predict_on_device`` of ``chunk``, a scaled float32 input of shape (z, y, x) or
+        (c, z, y, x), its result on the host."""
+        source = chunk_on_device(chunk, self.device)
+        return self.predict_on_device(source, chunk_box, patches, target, lattice).cpu().numpy()
+
+    def predict_on_device(
+        self,
+        source: torch.Tensor,
+        chunk_box: Box,
+        patches: list[Box],
+        target: Box,
+        lattice: Intervals | None = None,
+    ) -> torch.Tensor:
         """Blend the predictions of ``patches`` (output boxes) into ``target``.
 
         Args:
-            chunk: scaled float32 input covering ``chunk_box``, shape (z, y, x) or (c, z, y, x).
+            source: scaled float32 input covering ``chunk_box`` on the model's device, shape
+                (c, z, y, x).
             chunk_box: global voxel box of ``chunk``; holds every patch's input box.
             patches: output boxes of the patches, in a fixed order.
             target: the box to return.
@@ -158,7 +172,8 @@ class Predictor:
                 ``target``, which they cover.
 
         Returns:
-            float32 array (channels, *target.shape): the weighted mean of the patches.
+            float32 tensor (channels, *target.shape) on the device: the weighted mean of the
+            patches.
         """
         if not patches:
             raise ValueError("predict() needs at least one patch")
@@ -166,7 +181,6 @@ class Predictor:
         # patches without overlap that cover the target: each voxel gets one patch's value,
         # copied into an accumulator left unset (no zeros, no addition)
         tiled = no_overlap and target.size == sum(p.intersect(target).size for p in patches)
-        source = chunk_on_device(chunk, self.device)
         total = None
         buffer = None  # the batch input, reused: the heap holds only what the model allocates
         with torch.inference_mode():
@@ -192,7 +206,7 @@ class Predictor:
                     else:
                         total[dst].addcmul_(output[src], weight)  # no temporary
                 del outputs, output  # not held through the next forward pass
-        return total.cpu().numpy()
+        return total
 
     def _normalised_weights(
         self, patches: list[Box], target: Box, lattice: Intervals | None

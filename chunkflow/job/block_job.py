@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from chunkflow import __version__
-from chunkflow.engine.dtypes import to_output_dtype
 from chunkflow.errors import ChunkflowError, ConfigError, ModelError, VolumeError
 from chunkflow.geometry.boxes import Box
 from chunkflow.geometry.grid import Block
@@ -28,6 +27,7 @@ from chunkflow.job.piece_state import (
     input_digest,
     output_digest,
 )
+from chunkflow.job.piece_values import piece_values
 from chunkflow.plan.costs import format_seconds
 from chunkflow.plan.run_plan import RunPlan
 from chunkflow.state.markers import DoneMarker
@@ -40,9 +40,11 @@ from chunkflow.volumes.stores import use_allowed_cpus
 log = logging.getLogger(__name__)
 
 
-def where_it_ran(device: str, cpus: int) -> dict[str, Any]:
-    """Host, scheduler job, device and CPU facts for the marker."""
+def where_it_ran(device: str, cpus: int, peak_gpu_mb: float | None = None) -> dict[str, Any]:
+    """Host, scheduler job, device and CPU facts for the marker; on CUDA the most memory the
+    block held on the GPU."""
     env = os.environ
+    gpu = {} if peak_gpu_mb is None else {"peak_gpu_memory_mb": peak_gpu_mb}
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -51,6 +53,7 @@ def where_it_ran(device: str, cpus: int) -> dict[str, Any]:
         "cuda_visible_devices": env.get("CUDA_VISIBLE_DEVICES"),
         "device": device,
         "cpus": cpus,
+        **gpu,
     }
 
 
@@ -92,7 +95,7 @@ class _Input:
     raw: np.ndarray | None
     digest: str | None
     seconds: float
-    scaled: np.ndarray | None = None
+    scaled: Any = None  # the values' network input (``chunkflow.job.piece_values``)
 
 
 @dataclass
@@ -201,11 +204,14 @@ class BlockRunner:
     else: on a GPU node this thread feeds the device), a thread reads, digests and scales the
     next piece's input, and another checks and converts the previous piece's output, then
     writes it, its carried partial sums and the block's progress (``chunkflow.job.piece_state``),
-    so a killed job resumes at its first unwritten piece.
+    so a killed job resumes at its first unwritten piece. The values live on the host or, with
+    ``values_on_device`` (None: on CUDA, for a model file), on the model's device, where the
+    input is scaled and the output converted (``chunkflow.job.piece_values``).
     """
 
     plan: RunPlan
     state: RunState  # where the blocks' markers and piece progress go
+    values_on_device: bool | None = None
     _input: Volume = field(init=False)
     _output: Volume = field(init=False)
     cpus: int = field(init=False)  # the CPUs the job may run on
@@ -217,13 +223,14 @@ class BlockRunner:
 
         import torch
 
-        from chunkflow.engine.devices import resolve_model_device
+        from chunkflow.engine.devices import PeakMemory, resolve_model_device
         from chunkflow.engine.inference import Predictor, keep_freed_memory
         from chunkflow.engine.models import load_model
 
         keep_freed_memory()
         self.cpus = use_allowed_cpus()  # zarr's codec threads: the job's CPUs, not the node's
         device = resolve_model_device(settings)
+        self._gpu_memory = PeakMemory(device)
         if settings.inference.device == "auto" and device.type == "cpu":
             log.warning(
                 "device auto: no usable CUDA device (CUDA_VISIBLE_DEVICES=%s); running on the CPU",
@@ -244,6 +251,7 @@ class BlockRunner:
         )
         self.plan.model_sha256  # noqa: B018 (of the bytes loaded; then they need no memory)
         self.plan.__dict__.pop("model_files", None)
+        self._values = piece_values(self.plan, self.predictor, self.values_on_device)
 
     def run(self, blocks: list[Block]) -> list[DoneMarker]:
         """Compute and write ``blocks`` in order; return their done-markers (also written to
@@ -267,6 +275,7 @@ class BlockRunner:
         progress = self._resume(state, layout) if len(pieces) > 1 else PiecesWritten()
         clock = _Clock()
         counts = _IOCounts.now()
+        self._gpu_memory.reset()
         first = None
         if progress.written == 0:
             first = self._read(layout, pieces[0])
@@ -324,7 +333,7 @@ class BlockRunner:
         where = f"block {layout.block.id}, piece {piece.id}"
         chunk_box, raw = read_patch_input(self.plan, self._input, patches, where)
         digest = input_digest(raw)
-        scaled = self.plan.network_input(raw) if scale else None
+        scaled = self._values.network_input(raw) if scale else None
         return _Input(patches, chunk_box, raw, digest, time.time() - started, scaled)
 
     def _all_background(self, layout: PieceLayout, first: _Input, clock: _Clock) -> PiecesWritten:
@@ -412,49 +421,48 @@ class BlockRunner:
         piece: Block,
         read: _Input,
         recent: dict[tuple[str, str], np.ndarray],
-    ) -> tuple[np.ndarray, dict[Block, np.ndarray], list[Block]]:
-        """The piece's output (float32), the partial sums it carries to later pieces, and the
-        pieces that carried sums to it."""
-        reach = layout.reach(piece)
+    ) -> tuple[Any, dict[Block, np.ndarray], list[Block]]:
+        """The piece's output (float32, handed over to the writer), the partial sums it carries
+        to later pieces (on the host), and the pieces that carried sums to it."""
+        values, reach = self._values, layout.reach(piece)
         if read.scaled is None:
-            channels = self._output.info.channels or 1
-            total = np.zeros((channels, *reach.shape), dtype=np.float32)
+            total = values.zeros((self._output.info.channels or 1, *reach.shape))
         else:
-            total = self.predictor.predict(
-                read.scaled, read.chunk_box, read.patches, reach, lattice=layout.intervals
+            total = values.predict(
+                read.scaled, read.chunk_box, read.patches, reach, layout.intervals
             )
         sources = layout.sources(piece)
         for source in sources:
             carried = recent.get((source.id, piece.id))
             if carried is None:
                 carried = state.load_carry(source, piece)
-            total[
-                (slice(None), *layout.reach(source).intersect(piece.box).slices(reach.start))
-            ] += carried
+            overlap = layout.reach(source).intersect(piece.box)
+            values.add(total, (slice(None), *overlap.slices(reach.start)), carried)
         outgoing = {
-            target: total[(slice(None), *reach.intersect(target.box).slices(reach.start))].copy()
+            target: values.carried(
+                total, (slice(None), *reach.intersect(target.box).slices(reach.start))
+            )
             for target in layout.targets(piece)
         }
-        return total[(slice(None), *piece.box.slices(reach.start))], outgoing, sources
+        own = values.hand_over(total[(slice(None), *piece.box.slices(reach.start))])
+        return own, outgoing, sources
 
     def _convert_and_write(
         self,
         layout: PieceLayout,
         state: PieceState | None,
         piece: Block,
-        own: np.ndarray,
+        own: Any,
         outgoing: dict[Block, np.ndarray],
         sources: list[Block],
         progress: PiecesWritten,
         clock: _Clock,
     ) -> PiecesWritten:
         """``_write_piece`` of the piece's float32 output ``own``, checked, post-processed (a
-        package's postprocessing) and converted to the output's dtype here, in the writer's
-        thread: the model's thread only computes."""
+        package's postprocessing) and converted to the output's dtype in the writer's thread
+        (on the device where the values are there): the model's thread only computes."""
         started = time.time()
-        self._check_finite(layout, piece, own)
-        own = self.plan.postprocess(own)
-        result = to_output_dtype(own, self.plan.settings.output.dtype)
+        result = self._values.output(own, lambda v: self._check_finite(layout, piece, v))
         clock.write += time.time() - started
         return self._write_piece(state, piece, result, outgoing, sources, progress, clock)
 
@@ -544,7 +552,9 @@ class BlockRunner:
             pieces=len(layout.pieces),
             piece_size=list(layout.piece_size),
             timings_s=clock.as_json(),
-            ran_on=where_it_ran(str(self.predictor.device), self.cpus),
+            ran_on=where_it_ran(
+                str(self.predictor.device), self.cpus, self._gpu_memory.megabytes()
+            ),
             model_sha256=plan.model_sha256,
             fingerprint=plan.fingerprint,
             chunkflow_version=__version__,
