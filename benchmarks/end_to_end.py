@@ -6,28 +6,38 @@ times the run (wall clock, Snakemake's start-up and DAG included). Then, in this
 batched forward passes of every block's patches (same model, batch size, device, threads).
 Prints, per run, the sum of the forward times ÷ the wall time: the share of the run the network
 itself is computing (1.0 would be a run that only does forward passes, one job at a time). With
-``--cores`` jobs at once the ratio can exceed 1.
+``--cores`` jobs at once the ratio can exceed 1. Also printed: Mvoxel/s of the run (the
+volume's voxels ÷ wall), and on CUDA the peak GPU memory the block jobs recorded
+(``ran_on.peak_gpu_memory_mb``) and the GPU's utilisation while Snakemake ran (nvidia-smi,
+sampled every 0.2 s: the mean, and the mean over the samples while a block job computed).
 
     .venv/bin/python benchmarks/end_to_end.py [--block-size 32 256 256 --block-size 64 512 512]
         [--cores 1] [--threads 1] [--shape 64 512 512] [--model demo|unet]
+        [--width 16 32 64] [--patch 20 192 192] [--batch-size 1]
+        [--device cpu|cuda|auto] [--precision float32|float16|bfloat16]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from common import patch_batches, path_without_slurm, sync
-from unet import build_model
+from unet import UNet3D, parameter_count, write_model
 
 from chunkflow import config as config_mod
 from chunkflow.app.demo import DEMO_SHAPE, write_demo
@@ -43,34 +53,26 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-UNET_PATCH = [20, 192, 192]  # 'same' convolutions: output patch = input patch
-
-
-def demo_config(run_dir: Path, block_size: list[int], threads: int, model: str) -> dict:
+def demo_config(run_dir: Path, block_size: list[int], args: argparse.Namespace) -> dict:
     """The demo config on the volume in ``run_dir``, with the demo net or the 3D U-Net."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["block_size"] = block_size
-    config["inference"]["threads"] = threads
+    config["inference"]["threads"] = args.threads
+    config["inference"]["device"] = args.device
+    config["inference"]["precision"] = args.precision
     config["model"]["path"] = str(run_dir / "resources/demo/boundary_net.pt2")
     config["input"]["path"] = str(run_dir / "resources/demo/raw.zarr")
-    if model == "unet":
+    if args.model == "unet":
+        net, weights = write_model(run_dir / "resources", tuple(args.width))
         config["model"] = {
-            "path": str(REPO / "benchmarks" / "unet.py"),
-            "weights": str(write_unet_weights(run_dir)),
-            "input_patch_size": UNET_PATCH,
-            "output_patch_size": UNET_PATCH,
+            "path": str(net),
+            "weights": str(weights),
+            "input_patch_size": args.patch,
+            "output_patch_size": args.patch,
             "output_channels": 3,
         }
-        config["inference"]["batch_size"] = 1
+        config["inference"]["batch_size"] = args.batch_size
     return config
-
-
-def write_unet_weights(run_dir: Path) -> Path:
-    """Seeded random weights of ``benchmarks/unet.py``'s network (what its build_model makes)."""
-    torch.manual_seed(0)
-    path = run_dir / "resources" / "unet.pth"
-    torch.save(build_model().state_dict(), path)
-    return path
 
 
 def workflow_seconds(run_dir: Path, config: dict, cores: int) -> float:
@@ -104,13 +106,64 @@ def forward_seconds(config: dict) -> float:
         chunk_box, raw = read_patch_input(plan, volume, patches, block.id)  # as a block job reads
         chunk = scale_input(raw, settings.input.scale)
         batches = patch_batches(chunk, chunk_box, patches, geometry, batch, device)
+        autocast = (
+            torch.autocast(device.type, dtype=getattr(torch, settings.inference.precision))
+            if settings.inference.precision != "float32"
+            else contextlib.nullcontext()
+        )
         start = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast:
             for b in batches:
                 model(b)
         sync(device)
         total += time.perf_counter() - start
     return total
+
+
+class GpuUtilisation:
+    """nvidia-smi's GPU utilisation (percent), sampled every 0.2 s while in a ``with`` block;
+    no samples where nvidia-smi is missing."""
+
+    def __enter__(self) -> GpuUtilisation:
+        self.samples: list[int] = []
+        self._process = None
+        if shutil.which("nvidia-smi"):
+            command = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
+            self._process = subprocess.Popen(
+                [*command, "-lms", "200"], stdout=subprocess.PIPE, text=True
+            )
+            self._reader = threading.Thread(target=self._read, daemon=True)
+            self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        for line in self._process.stdout:
+            if line.strip().isdigit():
+                self.samples.append(int(line))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait()
+            self._reader.join()
+
+    def summary(self) -> str:
+        """The mean over the run, and over its busy span (first to last nonzero sample)."""
+        busy = [i for i, v in enumerate(self.samples) if v]
+        if not busy:
+            return "-"
+        span = self.samples[busy[0] : busy[-1] + 1]
+        return f"{statistics.mean(self.samples):.0f}% ({statistics.mean(span):.0f}% busy span)"
+
+
+def peak_gpu_memory(run_dir: Path) -> str:
+    """The most GPU memory (MB) a block job of the run in ``run_dir`` recorded in its marker."""
+    peaks = [
+        json.loads(marker.read_text())["ran_on"].get("peak_gpu_memory_mb")
+        for marker in (run_dir / ".chunkflow" / "blocks").glob("*/*.json")
+    ]
+    peaks = [p for p in peaks if p is not None]
+    return f"{max(peaks):.0f}" if peaks else "-"
 
 
 def main() -> None:
@@ -133,6 +186,13 @@ def main() -> None:
         help="the demo net, or the 3D U-Net of benchmarks/unet.py (random weights)",
     )
     parser.add_argument("--threads", type=int, default=1, help="inference.threads per job")
+    parser.add_argument("--device", default="cpu", help="inference.device: cpu, cuda or auto")
+    parser.add_argument(
+        "--precision", choices=["float32", "float16", "bfloat16"], default="float32"
+    )
+    parser.add_argument("--width", type=int, nargs=3, default=[16, 32, 64], help="U-Net widths")
+    parser.add_argument("--patch", type=int, nargs=3, default=[20, 192, 192], help="U-Net patch")
+    parser.add_argument("--batch-size", type=int, default=1, help="U-Net inference.batch_size")
     parser.add_argument(
         "--shape", type=int, nargs=3, default=list(DEMO_SHAPE), help="the volume's z y x"
     )
@@ -144,23 +204,35 @@ def main() -> None:
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, snakemake --cores {args.cores}, {args.threads} thread(s) per job"
     )
-    print(f"volume: {'x'.join(map(str, args.shape))}, model: {args.model}")
+    model = "the demo net"
+    if args.model == "unet":
+        model = (
+            f"U-Net width {tuple(args.width)}, {parameter_count(UNet3D(width=tuple(args.width))):,}"
+            f" parameters, patches {'x'.join(map(str, args.patch))}, batch {args.batch_size}"
+        )
+    print(
+        f"volume: {'x'.join(map(str, args.shape))}, {model}, device {args.device}, {args.precision}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
         write_demo(run_dir / "resources" / "demo", tuple(args.shape))
         print(
             f"{'block size':>14} {'piece size':>14} {'jobs':>5} {'wall s':>8} {'forward s':>10} "
-            f"{'forward/wall':>12}"
+            f"{'forward/wall':>12} {'Mvoxel/s':>9} {'GPU MB':>7}  GPU utilisation"
         )
+        voxels = int(np.prod(args.shape))
         for block_size in block_sizes:
-            config = demo_config(run_dir, block_size, args.threads, args.model)
-            wall = workflow_seconds(run_dir, config, args.cores)
+            config = demo_config(run_dir, block_size, args)
+            with GpuUtilisation() as utilisation:
+                wall = workflow_seconds(run_dir, config, args.cores)
+            memory = peak_gpu_memory(run_dir)
             forward = forward_seconds(config)
             plan = make_plan(config_mod.parse(config))
             sizes = ["x".join(map(str, s)) for s in (block_size, plan.piece_size)]
             print(
                 f"{sizes[0]:>14} {sizes[1]:>14} {len(plan.grid):>5} {wall:>8.2f} {forward:>10.2f} "
-                f"{forward / wall:>12.2f}"
+                f"{forward / wall:>12.2f} {voxels / wall / 1e6:>9.2f} {memory:>7}  "
+                f"{utilisation.summary()}"
             )
 
 

@@ -10,18 +10,19 @@ blending, conversion, encoding and writing. Three parts, in one run:
    (``inference.threads``): the marginal rate between the two sizes (start-up cancels out), in
    Mvoxel/s per job and per thread, and CPU seconds (user + system) per Gvoxel, marginal too;
 2. CPU seconds per Gvoxel by stage, each stage of one piece (``--piece``) done in this process
-   with the functions the block job calls;
+   with the functions the block job calls, its values on the host and on the device (as a
+   block job keeps them on CUDA: ``chunkflow.engine.device_values``), with wall seconds beside
+   (on CUDA a wait for the GPU can spin a core);
 3. the floor: the same input read and the same output written by zarr alone (all threads), and
    the bare zstd decode and encode of the same chunks; ours ÷ the floor.
 
     .venv/bin/python benchmarks/feed.py [--small 32 256 256] [--large 128 1024 1024]
-        [--piece 64 512 512] [--threads 1 2] [--repeats 3]
+        [--piece 64 512 512] [--threads 1 2] [--repeats 3] [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import platform
 import resource
@@ -49,7 +50,7 @@ def build_model():
 """
 
 
-def make_config(root: Path, name: str, block: list[int], threads: int) -> Path:
+def make_config(root: Path, name: str, block: list[int], threads: int, device: str) -> Path:
     """A config of the free model over ``root/raw.zarr``, one block of ``block``."""
     config = {
         "input": {"path": str(root / "raw.zarr")},
@@ -62,7 +63,7 @@ def make_config(root: Path, name: str, block: list[int], threads: int) -> Path:
             "output_patch_size": CHUNK,
             "output_channels": 3,
         },
-        "inference": {"overlap": [0, 0, 0], "batch_size": 1, "device": "cpu", "threads": threads},
+        "inference": {"overlap": [0, 0, 0], "batch_size": 1, "device": device, "threads": threads},
         "state_dir": str(root / f"state_{name}"),
     }
     path = root / f"{name}.yaml"
@@ -104,7 +105,7 @@ def whole_jobs(root: Path, args: argparse.Namespace) -> dict[int, float]:
     rates = {}
     for threads in args.threads:
         configs = [
-            make_config(root, f"{n}{threads}", b, threads)
+            make_config(root, f"{n}{threads}", b, threads, args.device)
             for n, b in (("small", args.small), ("large", args.large))
         ]
         runs: list[list[tuple[float, float]]] = [[], []]
@@ -123,23 +124,25 @@ def whole_jobs(root: Path, args: argparse.Namespace) -> dict[int, float]:
     return rates
 
 
-def stages(root: Path, piece: list[int], rounds: int) -> None:
-    """Part 2: each stage of one piece, CPU seconds per Gvoxel (process time: every thread),
-    the median of ``rounds`` (the first round also pays for fresh memory, later ones reuse
-    it, as a block job's later pieces do)."""
+def stages(root: Path, piece: list[int], rounds: int, device: str) -> None:
+    """Part 2: each stage of one piece, CPU seconds per Gvoxel (process time: every thread) and
+    wall seconds per Gvoxel, medians of ``rounds`` (the first round also pays for fresh memory,
+    later ones reuse it, as a block job's later pieces do); the piece's values on the host, then
+    on the device."""
     import torch
 
     from chunkflow import config as config_mod
-    from chunkflow.engine.dtypes import scale_input, to_output_dtype
+    from chunkflow.engine.device_values import DeviceValues
     from chunkflow.geometry.boxes import Box
     from chunkflow.geometry.pieces import PieceLayout
     from chunkflow.job import piece_state
     from chunkflow.job.block_job import BlockRunner
+    from chunkflow.job.piece_values import HostValues
     from chunkflow.plan.run_plan import make_plan
     from chunkflow.state.run_state import RunState
     from chunkflow.volumes import open_input, open_output
 
-    config = make_config(root, "stages", piece, 2)
+    config = make_config(root, "stages", piece, 2, device)
     plan = make_plan(config_mod.parse(yaml.safe_load(config.read_text())))
     torch.set_num_threads(2)
     volume, output = open_input(plan.settings.input), open_output(plan.settings.output, "r+")
@@ -148,43 +151,66 @@ def stages(root: Path, piece: list[int], rounds: int) -> None:
     block = plan.blocks[0]
     layout = PieceLayout(block, plan.piece_size, plan.patch_intervals(block))
     patches = plan.patches(block)
-    # checkouts before output_digest hashed a copy of the bytes
-    output_digest = getattr(
-        piece_state, "output_digest", lambda v: hashlib.sha256(v.tobytes()).hexdigest()
-    )
+    check = lambda values: runner._check_finite(layout, layout.pieces[0], values)  # noqa: E731
+    host = HostValues(plan, runner.predictor)
+    on_device = DeviceValues(runner.predictor, "auto", "uint8")
     gvox = int(np.prod(piece)) / 1e9
-    times: dict[str, list[float]] = {}
+    times: dict[str, list[tuple[float, float]]] = {}
 
     def timed(name: str, work):
-        started = time.process_time()
+        started, wall = time.process_time(), time.perf_counter()
         value = work()
-        times.setdefault(name, []).append((time.process_time() - started) / gvox)
+        if runner.predictor.device.type == "cuda":
+            torch.cuda.synchronize()
+        cpu, wall = time.process_time() - started, time.perf_counter() - wall
+        times.setdefault(name, []).append((cpu / gvox, wall / gvox))
         return value
 
     def one_round() -> None:
         raw = timed("read + decode input", lambda: volume.read(box))
         timed("input digest (blake2b)", lambda: piece_state.input_digest(raw))
-        scaled = timed("scale to float32", lambda: scale_input(raw, "auto"))
+        scaled = timed("host: scale to float32", lambda: host.network_input(raw))
         summed = timed(
-            "to device, forward, blend, back",
-            lambda: runner.predictor.predict(scaled, box, patches, box),
+            "host: to device, forward, blend, back",
+            lambda: host.predict(scaled, box, patches, box, layout.intervals),
         )
-        timed("check finite", lambda: runner._check_finite(layout, layout.pieces[0], summed))
-        converted = timed("convert to uint8", lambda: to_output_dtype(summed, "uint8"))
-        timed("output sha256", lambda: output_digest(converted))
+        converted = timed("host: check, convert to uint8", lambda: host.output(summed, check))
+        sent = timed("device: send as stored, scale", lambda: on_device.network_input(raw))
+        total = timed(
+            "device: forward, blend",
+            lambda: on_device.predict(sent, box, patches, box, layout.intervals),
+        )
+        back = timed(
+            "device: check, convert, back",
+            lambda: on_device.output(on_device.hand_over(total), check),
+        )
+        assert back.tobytes() == converted.tobytes()  # the same bytes either way
+        timed("output sha256", lambda: piece_state.output_digest(converted))
         timed("encode + write output", lambda: output.write(box, converted))
 
     for _ in range(rounds):
         one_round()
-    medians = {name: statistics.median(seconds) for name, seconds in times.items()}
+    medians = {
+        name: tuple(statistics.median(t[i] for t in seconds) for i in (0, 1))
+        for name, seconds in times.items()
+    }
     print(
-        f"\n2. one piece {piece}, 2 threads, medians of {rounds}: CPU seconds per Gvoxel by stage"
+        f"\n2. one piece {piece} on {runner.predictor.device}, 2 torch threads, medians of "
+        f"{rounds}: seconds per Gvoxel by stage"
     )
-    for name, seconds in medians.items():
-        print(f"   {name:34s} {seconds:7.1f}")
-    print(f"   {'total':34s} {sum(medians.values()):7.1f}")
-    network = medians["to device, forward, blend, back"]
-    print(f"   {'all but the network':34s} {sum(medians.values()) - network:7.1f}")
+    print(f"   {'stage':38s} {'CPU':>7} {'wall':>7}")
+    for name, (cpu, wall) in medians.items():
+        print(f"   {name:38s} {cpu:7.1f} {wall:7.1f}")
+    shared = sum(cpu for name, (cpu, _) in medians.items() if ":" not in name)
+    for side, forward in (
+        ("host", "host: to device, forward, blend, back"),
+        ("device", "device: forward, blend"),
+    ):
+        cpu = shared + sum(c for name, (c, _) in medians.items() if name.startswith(f"{side}:"))
+        print(
+            f"   values on the {side}: CPU {cpu:.1f} s/Gvoxel, all but the forward pass "
+            f"{cpu - medians[forward][0]:.1f}"
+        )
 
 
 def floor(root: Path, block: list[int], threads: int, repeats: int) -> float:
@@ -252,6 +278,7 @@ def main() -> None:
     parser.add_argument("--piece", type=int, nargs=3, default=[64, 512, 512])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
@@ -265,7 +292,7 @@ def main() -> None:
         torch.manual_seed(0)
         torch.save(namespace["build_model"]().state_dict(), root / "free.pt")
         rates = whole_jobs(root, args)
-        stages(root, args.piece, args.repeats)
+        stages(root, args.piece, args.repeats, args.device)
         zarr_rate = floor(root, args.large, max(rates, key=rates.get), args.repeats)
         best = max(rates.values())
         print(

@@ -31,22 +31,12 @@ from pathlib import Path
 import torch
 import yaml
 from common import path_without_slurm
-from unet import UNet3D, parameter_count
+from unet import UNet3D, parameter_count, write_model
 
 from chunkflow.app.demo import write_demo
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-NET = """\
-import sys
-
-sys.path.insert(0, {benchmarks!r})
-from unet import UNet3D
-
-
-def build_model():
-    return UNet3D(width={width!r})
-"""
 
 
 def dry_run(run_dir: Path, tree: Path, cached: bool) -> tuple[float, float]:
@@ -81,17 +71,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
         write_demo(run_dir / "resources", (64, 512, 512))
-        (run_dir / "net.py").write_text(
-            NET.format(benchmarks=str(REPO / "benchmarks"), width=width)
-        )
-        torch.manual_seed(0)
+        net_file, weights = write_model(run_dir, width)
         net = UNet3D(width=width)
-        torch.save(net.state_dict(), run_dir / "net.pth")
         config = yaml.safe_load((args.chunkflow / "config" / "config.yaml").read_text())
         config["input"]["path"] = str(run_dir / "resources" / "raw.zarr")
         config["model"] = {
-            "path": str(run_dir / "net.py"),
-            "weights": str(run_dir / "net.pth"),
+            "path": str(net_file),
+            "weights": str(weights),
             "input_patch_size": args.patch,
             "output_patch_size": args.patch,
             "output_channels": 3,

@@ -8,6 +8,8 @@ blocks per level: ``parameter_count(build_model())`` is 429,955 (end_to_end.py's
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -58,3 +60,25 @@ def parameter_count(model: nn.Module) -> int:
 def build_model() -> nn.Module:
     """The network, for chunkflow's `.py` model files (``model.path`` = this file)."""
     return UNet3D()
+
+
+MODEL_FILE = """\
+import sys
+
+sys.path.insert(0, {benchmarks!r})
+from unet import UNet3D
+
+
+def build_model():
+    return UNet3D(width={width!r})
+"""
+
+
+def write_model(folder: Path, width: tuple[int, int, int]) -> tuple[Path, Path]:
+    """A chunkflow model file of ``UNet3D(width=width)`` and its seeded random weights, in
+    ``folder``: (``model.path``, ``model.weights``)."""
+    net, weights = folder / "unet_net.py", folder / "unet.pth"
+    net.write_text(MODEL_FILE.format(benchmarks=str(Path(__file__).parent), width=tuple(width)))
+    torch.manual_seed(0)
+    torch.save(UNet3D(width=tuple(width)).state_dict(), weights)
+    return net, weights
