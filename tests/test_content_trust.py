@@ -82,11 +82,9 @@ def test_damaged_piece_state_is_discarded_with_a_warning_and_the_block_recompute
 
     config, path, progress, _ = killed_mid_block(tmp_path)
     recorded = json.loads(progress.read_text())
-    # a sum the resumed job will read: one the progress names (a job killed between writing a
-    # piece and deleting the sums it read leaves those behind, never read again)
+    # a sum the resumed job will read: the progress names those alone, each on disk
     carried = [progress.parent / name for name in sorted(recorded["carries"])]
-    carried = [path for path in carried if path.is_file()]
-    assert carried and recorded["written"] < 24
+    assert carried and all(path.is_file() for path in carried) and recorded["written"] < 24
     victim = carried[0]
     if damage == "flip":
         flip_a_byte(victim)  # today: resumed with a wrong sum, the block "done"

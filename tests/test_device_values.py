@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import zarr
 from helpers import config_with
 from run_helpers import read_back
 from test_checkpoints import log_config
@@ -112,3 +113,19 @@ def test_non_finite_predictions_on_the_device_fail_or_are_zeroed_as_on_the_host(
     zeroed = config_with(config, **{"inference.non_finite": "zero"})
     (host, _), (device, _) = both_ways(zeroed, tmp_path / "zero")
     assert (host == 0).any() and device.tobytes() == host.tobytes()
+
+
+def test_a_big_endian_input_is_sent_in_this_machines_byte_order(
+    small_config: dict, tmp_path: Path
+) -> None:
+    raw = read_back(small_config["input"]["path"])[0]
+    stored = zarr.create_array(
+        str(tmp_path / "be.zarr"), shape=raw.shape, chunks=(4, 8, 8), dtype=">u2", zarr_format=2
+    )
+    stored[:] = raw.astype(">u2") * 257  # the whole uint16 range
+    assert stored[:2, :2, :2].dtype.byteorder == ">"  # read back as stored
+    config = config_with(
+        small_config, piece_size=[4, 8, 8], **{"input.path": str(tmp_path / "be.zarr")}
+    )
+    (host, _), (device, _) = both_ways(config, tmp_path)
+    assert device.tobytes() == host.tobytes() and host.std() > 0

@@ -30,8 +30,10 @@ def scale_on_device(raw: torch.Tensor, stored: np.dtype, mode: str) -> torch.Ten
         info = np.iinfo(stored)
         if info.min:
             scaled.sub_(float(np.float32(info.min)))  # a power of two: exact in float32
-        # by a tensor: CUDA divides by a host scalar as a multiplication by its inverse
-        scaled.div_(torch.tensor(np.float32(info.max - info.min), device=raw.device))
+        # by a tensor made where ``raw`` is (no copy, no wait): CUDA divides by a host scalar as
+        # a multiplication by its inverse
+        divisor = float(np.float32(info.max - info.min))  # exact in float32, as numpy divides
+        scaled.div_(torch.full((), divisor, dtype=torch.float32, device=raw.device))
     return scaled
 
 
@@ -82,8 +84,9 @@ class DeviceLane:
     def _staging(self, nbytes: int, dtype: np.dtype, shape: tuple[int, ...]) -> torch.Tensor:
         if self._copied is not None:
             self._copied.synchronize()
-        if self._pinned is None or self._pinned.numel() < nbytes:
-            self._pinned = torch.empty(max(nbytes, 1), dtype=torch.uint8, pin_memory=True)
+        if self._pinned is None or self._pinned.numel() < nbytes:  # grown by powers of two
+            size = 1 << max(nbytes - 1, 0).bit_length()
+            self._pinned = torch.empty(size, dtype=torch.uint8, pin_memory=True)
         as_torch = torch.from_numpy(np.empty(0, dtype)).dtype
         return self._pinned[:nbytes].view(as_torch).view(shape)
 
@@ -131,7 +134,9 @@ class DeviceValues:
 
     @torch.inference_mode()
     def network_input(self, raw: np.ndarray) -> Ready:
-        """``raw`` (as stored) on the device, scaled there, as (c, z, y, x)."""
+        """``raw`` (as stored; in this machine's byte order first) on the device, scaled
+        there, as (c, z, y, x)."""
+        raw = raw.astype(raw.dtype.newbyteorder("="), copy=False)  # e.g. zarr v2's ">u2"
 
         def scaled(stored: torch.Tensor) -> torch.Tensor:
             values = scale_on_device(stored, raw.dtype, self.scale)

@@ -277,8 +277,8 @@ class BlockRunner:
         counts = _IOCounts.now()
         self._gpu_memory.reset()
         first = None
-        if progress.written == 0:
-            first = self._read(layout, pieces[0])
+        if progress.written == 0:  # the input as stored: the reader makes the network's input
+            first = self._read(layout, pieces[0], scale=False)
             clock.read += first.seconds
             clock.io_wait += first.seconds
             progress = self._all_background(layout, first, clock)
@@ -336,6 +336,12 @@ class BlockRunner:
         scaled = self._values.network_input(raw) if scale else None
         return _Input(patches, chunk_box, raw, digest, time.time() - started, scaled)
 
+    def _network_input(self, read: _Input) -> _Input:
+        """``read`` (made without) with the network's input."""
+        if read.raw is None:
+            return read
+        return replace(read, scaled=self._values.network_input(read.raw))
+
     def _all_background(self, layout: PieceLayout, first: _Input, clock: _Clock) -> PiecesWritten:
         """A skipped block's progress if the block's whole input is background
         (``input.background``), else none: the pieces' inputs are read only until one is not
@@ -371,8 +377,8 @@ class BlockRunner:
         with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
             start = progress.written
             next_read = (
-                reader.submit(lambda: first)
-                if first
+                reader.submit(self._network_input, first)
+                if first is not None
                 else reader.submit(self._read, layout, pieces[start])
             )
             recent: dict[tuple[str, str], np.ndarray] = {}  # carried by the previous piece
@@ -382,7 +388,7 @@ class BlockRunner:
                 waiting = time.time()
                 read = next_read.result()
                 clock.waited(waiting)
-                if read is not first:
+                if k > start or first is None:  # the first piece's read is counted already
                     clock.read += read.seconds
                 if k + 1 < len(pieces):
                     next_read = reader.submit(self._read, layout, pieces[k + 1])
@@ -507,8 +513,7 @@ class BlockRunner:
         if state is not None:
             for target, carried in outgoing.items():
                 state.save_carry(piece, target, carried)
-            state.record(progress)
-            state.drop_carries(piece, sources)
+            state.record(progress, piece, sources)
         clock.write += time.time() - started
         return progress
 

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -132,10 +133,20 @@ class PieceState:
         paths = [self._carry_file(s, t) for s, t in pairs]
         return [p.name for p in paths if p.name not in self._carries or not p.exists()]
 
-    def record(self, progress: PiecesWritten) -> None:
-        """Count pieces as written: after their output and their carried sums are stored."""
+    def record(
+        self, progress: PiecesWritten, written: Block | None = None, sources: Sequence[Block] = ()
+    ) -> None:
+        """Count pieces as written: after their output and their carried sums are stored. The
+        sums ``sources`` carried to the piece just ``written`` are read for good: the progress
+        no longer names them, and they are deleted once it is recorded (so it names only sums
+        still to be read, each on disk)."""
+        read = [self._carry_file(s, written) for s in sources] if written else []
+        for path in read:
+            self._carries.pop(path.name, None)
         data = {**self._identity, **asdict(progress), "carries": self._carries}
         write_json_atomic(self._progress_file, _checked(data))
+        for path in read:
+            path.unlink(missing_ok=True)
 
     def save_carry(self, source: Block, target: Block, partial: np.ndarray) -> None:
         path = self._carry_file(source, target)
@@ -162,13 +173,6 @@ class PieceState:
         if hashlib.sha256(data).hexdigest() != self._carries.get(path.name):
             raise DamagedState(f"carried sum '{path}' fails its checksum")
         return np.load(io.BytesIO(data))
-
-    def drop_carries(self, target: Block, sources: list[Block]) -> None:
-        """Delete the sums carried to ``target`` once it is counted as written."""
-        for source in sources:
-            path = self._carry_file(source, target)
-            self._carries.pop(path.name, None)
-            path.unlink(missing_ok=True)
 
     def clear(self) -> None:
         self._carries = {}

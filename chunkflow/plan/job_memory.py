@@ -9,8 +9,11 @@ the piece, not the block. At the largest piece it holds:
   far sides, within the block), plus up
   to as much again in partial sums carried in and out, and the previous piece's accumulator
   while it is written behind;
-- the runtime: Python, PyTorch, the model and its activations (``RUNTIME_BYTES``; on a GPU
-  node the accumulator and one input chunk also sit in GPU memory).
+- the runtime: Python, PyTorch, the model and its activations (``RUNTIME_BYTES``).
+
+On a GPU node (values on the device, ``chunkflow.engine.device_values``) the float32 input and
+the accumulators of two pieces sit in GPU memory instead; the host holds the inputs as stored,
+the carried sums and the output as stored: this estimate stays an upper bound.
 """
 
 from __future__ import annotations
