@@ -1,5 +1,6 @@
 """A block job slow enough to be killed mid-block: 24 pieces of a model that sleeps on every
-batch, run through the `chunkflow` command."""
+batch (in the job ``killed_mid_block`` starts; other runs of the model do not sleep), run
+through the `chunkflow` command."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from helpers import smooth_volume, write_volume
 
 BIN = Path(sys.executable).parent
 
-SLOW_NET = """\
+SLEEP = "CHUNKFLOW_TEST_SLOW_NET_S"  # seconds the model sleeps a batch; unset: none
+SLOW_NET = f"""\
+import os
 import time
 
 import torch
@@ -31,7 +34,7 @@ class Net(nn.Module):
         self.body = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.Tanh(), nn.Conv3d(4, 2, 1))
 
     def forward(self, x):
-        time.sleep(0.15)
+        time.sleep(float(os.environ.get("{SLEEP}", 0)))
         return torch.sigmoid(self.body(x))
 
 
@@ -66,8 +69,9 @@ def slow_config(tmp_path: Path) -> tuple[dict, Path]:
     return config, path
 
 
-def chunkflow(*args: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def chunkflow(*args: str, sleep: float = 0, **kwargs) -> subprocess.Popen:
+    """`chunkflow -v *args`, the slow net sleeping ``sleep`` seconds a batch."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", SLEEP: str(sleep)}
     return subprocess.Popen(
         [str(BIN / "chunkflow"), "-v", *args], stderr=subprocess.PIPE, text=True, env=env, **kwargs
     )
@@ -83,7 +87,7 @@ def killed_mid_block(tmp_path: Path) -> tuple[dict, Path, Path, str]:
     config, path = slow_config(tmp_path)
     assert chunkflow("create-output", "--config", str(path)).wait() == 0
     progress = Path(config["state_dir"], "pieces", "z0_y0_x0", "progress.json")
-    job = chunkflow("run-block", "--config", str(path), "z0_y0_x0")
+    job = chunkflow("run-block", "--config", str(path), "z0_y0_x0", sleep=0.15)
     deadline = time.time() + 120
     while time.time() < deadline and not (
         progress.exists() and json.loads(progress.read_text())["written"] >= 5

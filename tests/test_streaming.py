@@ -67,15 +67,16 @@ def test_every_patch_is_computed_once_by_the_first_piece_it_touches():
 def test_carried_sums_go_from_earlier_pieces_to_every_piece_their_patches_reach():
     for layout in layouts():
         pieces = layout.pieces
+        targets = {piece: layout.targets(piece) for piece in pieces}
         for piece in pieces:
             reach = layout.reach(piece)
             assert reach.contains(piece.box) and layout.block.box.contains(reach)
             for patch in layout.patches(piece):  # the reach holds the piece's patches' output
                 assert reach.contains(patch.intersect(layout.block.box))
             expected = [p for p in pieces if p != piece and not reach.intersect(p.box).empty]
-            assert layout.targets(piece) == expected
+            assert targets[piece] == expected
             assert all(layout.position(t) > layout.position(piece) for t in expected)
-            sources = [p for p in pieces if piece in layout.targets(p)]
+            sources = [p for p in pieces if piece in targets[p]]
             assert layout.sources(piece) == sorted(sources, key=lambda b: b.index)
 
 
