@@ -6,7 +6,9 @@ times the run (wall clock, Snakemake's start-up and DAG included). Then, in this
 batched forward passes of every block's patches (same model, batch size, device, threads).
 Prints, per run, the sum of the forward times ÷ the wall time: the share of the run the network
 itself is computing (1.0 would be a run that only does forward passes, one job at a time). With
-``--cores`` jobs at once the ratio can exceed 1. Also printed: Mvoxel/s of the run (the
+``--cores`` jobs at once the ratio can exceed 1. Beside it, the forward times ÷ the block jobs'
+own wall seconds (their done-markers' ``timings_s.wall``): the same share without Snakemake's
+start, the model check and each job's start-up (Python, PyTorch, CUDA, the model). Also printed: Mvoxel/s of the run (the
 volume's voxels ÷ wall), and on CUDA the peak GPU memory the block jobs recorded
 (``ran_on.peak_gpu_memory_mb``) and the GPU's utilisation while Snakemake ran (nvidia-smi,
 sampled every 0.2 s: the mean, and the mean over the samples while a block job computed).
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import shutil
@@ -47,6 +48,7 @@ from chunkflow.engine.inference import keep_freed_memory
 from chunkflow.engine.models import load_model
 from chunkflow.job.block_job import read_patch_input
 from chunkflow.plan.run_plan import make_plan
+from chunkflow.state.markers import DoneMarker
 from chunkflow.volumes import open_volume
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,14 +158,12 @@ class GpuUtilisation:
         return f"{statistics.mean(self.samples):.0f}% ({statistics.mean(span):.0f}% busy span)"
 
 
-def peak_gpu_memory(run_dir: Path) -> str:
-    """The most GPU memory (MB) a block job of the run in ``run_dir`` recorded in its marker."""
-    peaks = [
-        json.loads(marker.read_text())["ran_on"].get("peak_gpu_memory_mb")
-        for marker in (run_dir / ".chunkflow" / "blocks").glob("*/*.json")
-    ]
-    peaks = [p for p in peaks if p is not None]
-    return f"{max(peaks):.0f}" if peaks else "-"
+def from_markers(run_dir: Path) -> tuple[float, str]:
+    """The block jobs' wall seconds, summed, and the most GPU memory (MB) one recorded, from
+    the done-markers of the run in ``run_dir``."""
+    markers = [DoneMarker.read(p) for p in (run_dir / ".chunkflow" / "blocks").glob("*/*.json")]
+    peaks = [m.ran_on["peak_gpu_memory_mb"] for m in markers if "peak_gpu_memory_mb" in m.ran_on]
+    return sum(m.seconds for m in markers), f"{max(peaks):.0f}" if peaks else "-"
 
 
 def main() -> None:
@@ -218,20 +218,22 @@ def main() -> None:
         write_demo(run_dir / "resources" / "demo", tuple(args.shape))
         print(
             f"{'block size':>14} {'piece size':>14} {'jobs':>5} {'wall s':>8} {'forward s':>10} "
-            f"{'forward/wall':>12} {'Mvoxel/s':>9} {'GPU MB':>7}  GPU utilisation"
+            f"{'forward/wall':>12} {'forward/jobs':>12} {'Mvoxel/s':>9} {'GPU MB':>7}  "
+            "GPU utilisation"
         )
         voxels = int(np.prod(args.shape))
         for block_size in block_sizes:
             config = demo_config(run_dir, block_size, args)
             with GpuUtilisation() as utilisation:
                 wall = workflow_seconds(run_dir, config, args.cores)
-            memory = peak_gpu_memory(run_dir)
+            jobs, memory = from_markers(run_dir)
             forward = forward_seconds(config)
             plan = make_plan(config_mod.parse(config))
             sizes = ["x".join(map(str, s)) for s in (block_size, plan.piece_size)]
             print(
                 f"{sizes[0]:>14} {sizes[1]:>14} {len(plan.grid):>5} {wall:>8.2f} {forward:>10.2f} "
-                f"{forward / wall:>12.2f} {voxels / wall / 1e6:>9.2f} {memory:>7}  "
+                f"{forward / wall:>12.2f} {forward / jobs:>12.2f} {voxels / wall / 1e6:>9.2f} "
+                f"{memory:>7}  "
                 f"{utilisation.summary()}"
             )
 
