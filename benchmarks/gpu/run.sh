@@ -23,5 +23,5 @@ timeout 240 python3 benchmarks/feed.py --device cuda --threads 2 8 16 --repeats 
 say "3. the U-Net in fp16, end to end"
 timeout 150 python3 benchmarks/end_to_end.py --model unet --width 32 64 128 \
     --patch 36 288 288 --batch-size 4 --device cuda --precision float16 --threads 8 \
-    --shape 128 2048 2048 --block-size 128 2048 2048 2>&1 | tee -a "$LOG"
+    --shape 128 1024 1024 --block-size 128 1024 1024 2>&1 | tee -a "$LOG"
 say "done"
