@@ -174,3 +174,22 @@ def test_view_serves_an_hdf5_volume_as_zarr(tmp_path, small_config):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_the_summary_names_the_most_gpu_memory_a_block_held(small_config):
+    from dataclasses import replace
+
+    from chunkflow.inspect.summary import format_summary, summarize
+    from chunkflow.job.local_run import run_locally
+
+    plan = make_plan(config_mod.parse(small_config))
+    markers = run_locally(plan)  # on the CPU: no GPU memory
+    assert summarize(plan, markers)["peak_gpu_memory_mb"] is None
+    assert "GPU memory" not in format_summary(summarize(plan, markers))
+    on_gpu = [
+        replace(m, ran_on={**m.ran_on, "peak_gpu_memory_mb": 100.0 * (i + 1)})
+        for i, m in enumerate(markers)
+    ]
+    summary = summarize(plan, on_gpu)
+    assert summary["peak_gpu_memory_mb"] == 100.0 * len(markers)
+    assert f"peak GPU memory of a block {100 * len(markers):,} MB" in format_summary(summary)

@@ -18,6 +18,7 @@ def summarize(plan: RunPlan, markers: list[DoneMarker]) -> dict[str, Any]:
     ends = [datetime.fromisoformat(m.finished).timestamp() for m in markers]
     starts = [end - m.seconds for end, m in zip(ends, markers, strict=True)]
     busy = sum(m.seconds for m in markers)
+    gpu = [m.ran_on["peak_gpu_memory_mb"] for m in markers if "peak_gpu_memory_mb" in m.ran_on]
     wall = max(ends) - min(starts) if markers else 0.0
     return {
         "output": plan.settings.output.path,
@@ -36,6 +37,7 @@ def summarize(plan: RunPlan, markers: list[DoneMarker]) -> dict[str, Any]:
         "voxels_per_second_wall": round(voxels / wall) if wall > 0 else None,
         "voxels_per_job_second": round(voxels / busy) if busy else None,
         "devices": sorted({m.ran_on["device"] for m in markers}),
+        "peak_gpu_memory_mb": max(gpu) if gpu else None,  # the most one block held
         "neuroglancer": view.url(view.state(plan)),
     }
 
@@ -52,7 +54,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         + skipped_note(s["blocks_skipped"]),
         f"  ROI {s['roi']['start']} .. {s['roi']['stop']} (z, y, x), {s['voxels']:,} voxels",
         f"  {s['patches']:,} patches ({s['patches'] / max(1, s['patches_whole_roi']):.2f}x a single "
-        f"whole-ROI pass) on {', '.join(s['devices']) or '-'}",
+        f"whole-ROI pass) on {', '.join(s['devices']) or '-'}"
+        + (
+            f" (peak GPU memory of a block {s['peak_gpu_memory_mb']:,.0f} MB)"
+            if s.get("peak_gpu_memory_mb")
+            else ""
+        ),
         "  job time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["job_seconds"].items()),
         f"  I/O not hidden behind the compute: {s['io_wait_seconds']:.1f} s; object-store "
         f"requests retried: {s['io_retries']}",
