@@ -337,7 +337,7 @@ class BlockRunner:
         return _Input(patches, chunk_box, raw, digest, time.time() - started, scaled)
 
     def _network_input(self, read: _Input) -> _Input:
-        """``read`` (made without) with the network's input."""
+        """``read``, read without the network's input, with it made (by the values' side)."""
         if read.raw is None:
             return read
         return replace(read, scaled=self._values.network_input(read.raw))
