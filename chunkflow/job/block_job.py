@@ -88,7 +88,7 @@ def read_patch_input(
 @dataclass(frozen=True)
 class _Input:
     """A piece's input, read: its patches, their input box, the input as stored, its digest and,
-    if asked for, the network's float32 input (None for a piece that computes no patch)."""
+    once made, the network's input (None for a piece that computes no patch)."""
 
     patches: list[Box]
     chunk_box: Box | None
@@ -278,7 +278,7 @@ class BlockRunner:
         self._gpu_memory.reset()
         first = None
         if progress.written == 0:  # the input as stored: the reader makes the network's input
-            first = self._read(layout, pieces[0], scale=False)
+            first = self._read(layout, pieces[0])
             clock.read += first.seconds
             clock.io_wait += first.seconds
             progress = self._all_background(layout, first, clock)
@@ -324,8 +324,8 @@ class BlockRunner:
         log.info("block %s: resuming at piece %d of %d", layout.block.id, written + 1, len(pieces))
         return progress
 
-    def _read(self, layout: PieceLayout, piece: Block, scale: bool = True) -> _Input:
-        """The piece's input; with ``scale``, the network's input made from it too."""
+    def _read(self, layout: PieceLayout, piece: Block) -> _Input:
+        """The piece's input as stored (``_network_input`` makes the network's from it)."""
         started = time.time()
         patches = layout.patches(piece)
         if not patches:
@@ -333,14 +333,20 @@ class BlockRunner:
         where = f"block {layout.block.id}, piece {piece.id}"
         chunk_box, raw = read_patch_input(self.plan, self._input, patches, where)
         digest = input_digest(raw)
-        scaled = self._values.network_input(raw) if scale else None
-        return _Input(patches, chunk_box, raw, digest, time.time() - started, scaled)
+        return _Input(patches, chunk_box, raw, digest, time.time() - started)
 
     def _network_input(self, read: _Input) -> _Input:
-        """``read``, read without the network's input, with it made (by the values' side)."""
+        """``read`` with the network's input made from it (by the values' side), its seconds
+        counted with the read's."""
         if read.raw is None:
             return read
-        return replace(read, scaled=self._values.network_input(read.raw))
+        started = time.time()
+        scaled = self._values.network_input(read.raw)
+        return replace(read, scaled=scaled, seconds=read.seconds + time.time() - started)
+
+    def _read_for_network(self, layout: PieceLayout, piece: Block) -> _Input:
+        """The piece's input as stored and the network's (the reader's task)."""
+        return self._network_input(self._read(layout, piece))
 
     def _all_background(self, layout: PieceLayout, first: _Input, clock: _Clock) -> PiecesWritten:
         """A skipped block's progress if the block's whole input is background
@@ -351,7 +357,7 @@ class BlockRunner:
             return PiecesWritten()
         chain = None
         for piece in layout.pieces:
-            read = first if piece == layout.pieces[0] else self._read(layout, piece, scale=False)
+            read = first if piece == layout.pieces[0] else self._read(layout, piece)
             if read is not first:
                 clock.read += read.seconds
                 clock.io_wait += read.seconds
@@ -379,7 +385,7 @@ class BlockRunner:
             next_read = (
                 reader.submit(self._network_input, first)
                 if first is not None
-                else reader.submit(self._read, layout, pieces[start])
+                else reader.submit(self._read_for_network, layout, pieces[start])
             )
             recent: dict[tuple[str, str], np.ndarray] = {}  # carried by the previous piece
             pending: Future[PiecesWritten] | None = None
@@ -391,7 +397,7 @@ class BlockRunner:
                 if k > start or first is None:  # the first piece's read is counted already
                     clock.read += read.seconds
                 if k + 1 < len(pieces):
-                    next_read = reader.submit(self._read, layout, pieces[k + 1])
+                    next_read = reader.submit(self._read_for_network, layout, pieces[k + 1])
                 computing = time.time()
                 own, outgoing, sources = self._compute(layout, state, piece, read, recent)
                 recent = {(piece.id, t.id): carried for t, carried in outgoing.items()}
