@@ -6,15 +6,17 @@ output with the same chunks: what is left of a block job is reading, decoding, s
 blending, conversion, encoding and writing. Three parts, in one run:
 
 1. whole `chunkflow run-block` processes of a small and a large block (``--small``,
-   ``--large``), ``--repeats`` times each, alternating, for each of ``--threads``
-   (``inference.threads``): the marginal rate between the two sizes (start-up cancels out), in
-   Mvoxel/s per job and per thread, and CPU seconds (user + system) per Gvoxel, marginal too;
-2. CPU seconds per Gvoxel by stage, each stage of one piece (``--piece``) done in this process
+   ``--large``) for each of ``--threads`` (``inference.threads``): the marginal rate between the
+   two sizes (start-up cancels out), in Mvoxel/s per job and per thread, and CPU seconds (user +
+   system) per Gvoxel, marginal too;
+2. the floor: the same input read and the same output written by zarr alone (all threads), timed
+   in the same rounds as part 1 (``--repeats`` rounds, each: every job, then the floor), so both
+   see the same machine; ours ÷ the floor, of the medians and within each round; then the bare
+   zstd decode and encode of the same chunks;
+3. CPU seconds per Gvoxel by stage, each stage of one piece (``--piece``) done in this process
    with the functions the block job calls, its values on the host and on the device (as a
    block job keeps them on CUDA: ``chunkflow.engine.device_values``), with wall seconds beside
-   (on CUDA a wait for the GPU can spin a core);
-3. the floor: the same input read and the same output written by zarr alone (all threads), and
-   the bare zstd decode and encode of the same chunks; ours ÷ the floor.
+   (on CUDA a wait for the GPU can spin a core).
 
     .venv/bin/python benchmarks/feed.py [--small 32 256 256] [--large 128 1024 1024]
         [--piece 64 512 512] [--threads 1 2] [--repeats 3] [--device cpu|cuda]
@@ -93,27 +95,38 @@ def run_block(config: Path) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def whole_jobs(root: Path, args: argparse.Namespace) -> dict[int, float]:
-    """Part 1; returns the marginal Mvoxel/s per job for each thread count."""
+def whole_jobs(root: Path, args: argparse.Namespace) -> tuple[dict[int, float], float]:
+    """Parts 1 and 2, in rounds: each round runs the small and the large block job for each
+    thread count, then the floor (``Floor``) once; returns the marginal Mvoxel/s per job for
+    each thread count and the floor's Mvoxel/s (medians over the rounds)."""
     small, large = int(np.prod(args.small)), int(np.prod(args.large))
+    configs = {
+        threads: [
+            make_config(root, f"{n}{threads}", b, threads, args.device)
+            for n, b in (("small", args.small), ("large", args.large))
+        ]
+        for threads in args.threads
+    }
+    runs: dict[int, list[list[tuple[float, float]]]] = {t: [[], []] for t in args.threads}
+    floor_runs: list[tuple[float, float]] = []
+    floor = None
+    for _ in range(args.repeats):
+        for threads, pair in configs.items():
+            for i, config in enumerate(pair):
+                runs[threads][i].append(run_block(config))
+        floor = floor or Floor(root, args.large, args.threads[0])
+        floor_runs.append(floor.one_round())
     print(f"1. whole run-block processes, {args.small} and {args.large} blocks, medians of")
-    print(f"   {args.repeats}; marginal between the two sizes:")
+    print(f"   {args.repeats} rounds (each round: every job, then the floor of part 2); marginal")
+    print("   between the two sizes:")
     print(
         f"   {'threads':>7} {'small s':>8} {'large s':>8} {'Mvoxel/s':>9} {'per thread':>10} "
         f"{'CPU s/Gvoxel':>12}"
     )
     rates = {}
-    for threads in args.threads:
-        configs = [
-            make_config(root, f"{n}{threads}", b, threads, args.device)
-            for n, b in (("small", args.small), ("large", args.large))
-        ]
-        runs: list[list[tuple[float, float]]] = [[], []]
-        for _ in range(args.repeats):
-            for i, config in enumerate(configs):
-                runs[i].append(run_block(config))
-        wall = [statistics.median(w for w, _ in r) for r in runs]
-        cpu = [statistics.median(c for _, c in r) for r in runs]
+    for threads, (smalls, larges) in runs.items():
+        wall = [statistics.median(w for w, _ in r) for r in (smalls, larges)]
+        cpu = [statistics.median(c for _, c in r) for r in (smalls, larges)]
         rate = (large - small) / (wall[1] - wall[0]) / 1e6
         cpu_per_gvox = (cpu[1] - cpu[0]) / ((large - small) / 1e9)
         rates[threads] = rate
@@ -121,11 +134,22 @@ def whole_jobs(root: Path, args: argparse.Namespace) -> dict[int, float]:
             f"   {threads:>7} {wall[0]:>8.2f} {wall[1]:>8.2f} {rate:>9.1f} "
             f"{rate / threads:>10.1f} {cpu_per_gvox:>12.1f}"
         )
-    return rates
+    assert floor is not None
+    zarr_rate = floor.report(floor_runs)
+    best = max(rates, key=rates.get)
+    within = sorted(
+        (large - small) / (lg[0] - sm[0]) / 1e6 / (large / (r + w) / 1e6)
+        for sm, lg, (r, w) in zip(*runs[best], floor_runs, strict=True)
+    )
+    print(
+        f"\nours ({rates[best]:.1f} Mvoxel/s, {best} thread(s), the best) ÷ zarr alone: "
+        f"{rates[best] / zarr_rate:.2f}; within rounds: {', '.join(f'{x:.2f}' for x in within)}"
+    )
+    return rates, zarr_rate
 
 
 def stages(root: Path, piece: list[int], rounds: int, device: str) -> None:
-    """Part 2: each stage of one piece, CPU seconds per Gvoxel (process time: every thread) and
+    """Part 3: each stage of one piece, CPU seconds per Gvoxel (process time: every thread) and
     wall seconds per Gvoxel, medians of ``rounds`` (the first round also pays for fresh memory,
     later ones reuse it, as a block job's later pieces do); the piece's values on the host, then
     on the device."""
@@ -195,7 +219,7 @@ def stages(root: Path, piece: list[int], rounds: int, device: str) -> None:
         for name, seconds in times.items()
     }
     print(
-        f"\n2. one piece {piece} on {runner.predictor.device}, 2 torch threads, medians of "
+        f"\n3. one piece {piece} on {runner.predictor.device}, 2 torch threads, medians of "
         f"{rounds}: seconds per Gvoxel by stage"
     )
     print(f"   {'stage':38s} {'CPU':>7} {'wall':>7}")
@@ -213,60 +237,73 @@ def stages(root: Path, piece: list[int], rounds: int, device: str) -> None:
         )
 
 
-def floor(root: Path, block: list[int], threads: int, repeats: int) -> float:
-    """Part 3: zarr alone reads the input and writes the values our large block job wrote (read
+class Floor:
+    """Part 2: zarr alone reads the input and writes the values our large block job wrote (read
     back from its output first, untimed) into an array made as ours is (the same chunks and
-    codecs), with all threads, medians of ``repeats``; then the bare codec on the same chunks.
-    Returns zarr's Mvoxel/s (read + write)."""
-    from chunkflow.volumes.zarr_volume import ZarrVolume, create_array
+    codecs), with all threads; then the bare codec on the same chunks."""
 
-    raw = zarr.open_array(str(root / "raw.zarr"), mode="r")
-    ours = ZarrVolume(str(root / f"large{threads}.zarr"))
-    create_array(str(root / "floor.zarr"), ours.info)
-    out = zarr.open_array(str(root / "floor.zarr"), mode="r+")
-    region = tuple(slice(0, b) for b in block)
-    values = ours.array[(slice(None), *region)]
-    reads, writes = [], []
-    for _ in range(repeats):
+    def __init__(self, root: Path, block: list[int], threads: int) -> None:
+        from chunkflow.volumes.zarr_volume import ZarrVolume, create_array
+
+        self.raw = zarr.open_array(str(root / "raw.zarr"), mode="r")
+        ours = ZarrVolume(str(root / f"large{threads}.zarr"))
+        create_array(str(root / "floor.zarr"), ours.info)
+        self.out = zarr.open_array(str(root / "floor.zarr"), mode="r+")
+        self.block = block
+        self.region = tuple(slice(0, b) for b in block)
+        self.values = ours.array[(slice(None), *self.region)]
+
+    def one_round(self) -> tuple[float, float]:
+        """Seconds to read the input and to write the output, once."""
         started = time.perf_counter()
-        raw[region]
-        reads.append(time.perf_counter() - started)
+        self.raw[self.region]
+        read = time.perf_counter() - started
         started = time.perf_counter()
-        out[(slice(None), *region)] = values
-        writes.append(time.perf_counter() - started)
-    read, write = statistics.median(reads), statistics.median(writes)
-    voxels = int(np.prod(block))
-    rate = voxels / (read + write) / 1e6
-    print(
-        f"\n3. the floor, block {block}: zarr alone ({zarr.__version__}, all threads), medians of "
-        f"{repeats}"
-    )
-    print(f"   read + decode input  {voxels / read / 1e6:8.1f} Mvoxel/s")
-    print(f"   encode + write output (3 x uint8) {voxels / write / 1e6:8.1f} Mvoxel/s")
-    print(f"   both: {rate:.1f} Mvoxel/s")
+        self.out[(slice(None), *self.region)] = self.values
+        return read, time.perf_counter() - started
 
-    import numcodecs
-
-    chunk = np.ascontiguousarray(values[:, : CHUNK[0], : CHUNK[1], : CHUNK[2]]).tobytes()
-    ours = out.compressors[0].level
-    print(f"   zstd alone, one core, an output chunk (3 x {CHUNK} uint8); ours is level {ours}:")
-    for level in sorted({ours, 3}):  # 3: zarr's default
-        codec = numcodecs.Zstd(level=level)
-        encoded = codec.encode(chunk)
-        reps = 20
-        started = time.process_time()
-        for _ in range(reps):
-            codec.decode(encoded)
-        decode = len(chunk) * reps / (time.process_time() - started) / 1e6
-        started = time.process_time()
-        for _ in range(reps):
-            codec.encode(chunk)
-        encode = len(chunk) * reps / (time.process_time() - started) / 1e6
+    def report(self, rounds: list[tuple[float, float]]) -> float:
+        """Print the floor's rates (medians of ``rounds``) and the bare codec's; return zarr's
+        Mvoxel/s (read + write)."""
+        read = statistics.median(r for r, _ in rounds)
+        write = statistics.median(w for _, w in rounds)
+        voxels = int(np.prod(self.block))
+        rate = voxels / (read + write) / 1e6
         print(
-            f"   level {level}: decode {decode:.0f} MB/s, encode {encode:.0f} MB/s, ratio "
-            f"{len(chunk) / len(encoded):.2f}"
+            f"\n2. the floor, block {self.block}: zarr alone ({zarr.__version__}, all threads), "
+            f"medians of {len(rounds)} rounds"
         )
-    return rate
+        print(f"   read + decode input  {voxels / read / 1e6:8.1f} Mvoxel/s")
+        print(f"   encode + write output (3 x uint8) {voxels / write / 1e6:8.1f} Mvoxel/s")
+        print(f"   both: {rate:.1f} Mvoxel/s")
+        self.bare_codec()
+        return rate
+
+    def bare_codec(self) -> None:
+        """zstd alone on one core: an output chunk at our level and at zarr's default."""
+        import numcodecs
+
+        chunk = np.ascontiguousarray(self.values[:, : CHUNK[0], : CHUNK[1], : CHUNK[2]]).tobytes()
+        ours = self.out.compressors[0].level
+        print(
+            f"   zstd alone, one core, an output chunk (3 x {CHUNK} uint8); ours is level {ours}:"
+        )
+        for level in sorted({ours, 3}):  # 3: zarr's default
+            codec = numcodecs.Zstd(level=level)
+            encoded = codec.encode(chunk)
+            reps = 20
+            started = time.process_time()
+            for _ in range(reps):
+                codec.decode(encoded)
+            decode = len(chunk) * reps / (time.process_time() - started) / 1e6
+            started = time.process_time()
+            for _ in range(reps):
+                codec.encode(chunk)
+            encode = len(chunk) * reps / (time.process_time() - started) / 1e6
+            print(
+                f"   level {level}: decode {decode:.0f} MB/s, encode {encode:.0f} MB/s, ratio "
+                f"{len(chunk) / len(encoded):.2f}"
+            )
 
 
 def main() -> None:
@@ -291,13 +328,8 @@ def main() -> None:
         exec(FREE_NET, namespace)
         torch.manual_seed(0)
         torch.save(namespace["build_model"]().state_dict(), root / "free.pt")
-        rates = whole_jobs(root, args)
+        whole_jobs(root, args)
         stages(root, args.piece, args.repeats, args.device)
-        zarr_rate = floor(root, args.large, max(rates, key=rates.get), args.repeats)
-        best = max(rates.values())
-        print(
-            f"\nours ({best:.1f} Mvoxel/s, best thread count) ÷ zarr alone: {best / zarr_rate:.2f}"
-        )
 
 
 if __name__ == "__main__":

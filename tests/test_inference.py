@@ -125,6 +125,17 @@ def test_output_dtype_conversion_clips_scales_and_rounds() -> None:
     assert to_output_dtype(data, "float32") is data  # float32 is passed through, not copied
 
 
+def test_uint8_conversion_in_tiles_matches_whole_array_passes() -> None:
+    """A view of a larger array (not contiguous), rows that are not a multiple of the tile:
+    the tiled conversion gives the bytes of the four passes over the whole array."""
+    rng = np.random.default_rng(3)
+    whole = rng.uniform(-0.2, 1.2, (3, 6, 700, 530)).astype(np.float32)
+    view = whole[:, 1:5, 3:690, 7:520]
+    expected = np.rint(np.clip(view, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+    got = to_output_dtype(view, "uint8")
+    assert got.shape == view.shape and got.tobytes() == expected.tobytes()
+
+
 def test_float16_output_and_bfloat16_autocast_stay_close(tmp_path: Path) -> None:
     base = run_all_blocks(case_config(tmp_path / "a", "valid_conv_anisotropic"))
     half = run_all_blocks(
