@@ -8,7 +8,8 @@ blending, conversion, encoding and writing. Three parts, in one run:
 1. whole `chunkflow run-block` processes of a small and a large block (``--small``,
    ``--large``) for each of ``--threads`` (``inference.threads``): the marginal rate between the
    two sizes (start-up cancels out), in Mvoxel/s per job and per thread, and CPU seconds (user +
-   system) per Gvoxel, marginal too;
+   system) per Gvoxel, marginal too; with ``--before DIR`` also the jobs of another checkout
+   (its package on PYTHONPATH, e.g. a `git worktree` of an earlier commit), in the same rounds;
 2. the floor: the same input read and the same output written by zarr alone (all threads), timed
    in the same rounds as part 1 (``--repeats`` rounds, each: every job, then the floor), so both
    see the same machine; ours ÷ the floor, of the medians and within each round; then the bare
@@ -19,7 +20,7 @@ blending, conversion, encoding and writing. Three parts, in one run:
    (on CUDA a wait for the GPU can spin a core).
 
     .venv/bin/python benchmarks/feed.py [--small 32 256 256] [--large 128 1024 1024]
-        [--piece 64 512 512] [--threads 1 2] [--repeats 3] [--device cpu|cuda]
+        [--piece 64 512 512] [--threads 1 2] [--repeats 3] [--device cpu|cuda] [--before DIR]
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +54,11 @@ def build_model():
 """
 
 
-def make_config(root: Path, name: str, block: list[int], threads: int, device: str) -> Path:
-    """A config of the free model over ``root/raw.zarr``, one block of ``block``."""
+def make_config(
+    root: Path, name: str, block: list[int], threads: int, device: str, env: dict[str, str]
+) -> Path:
+    """A config of the free model over ``root/raw.zarr``, one block of ``block``; its output
+    made by `chunkflow create-output` run with ``env``."""
     config = {
         "input": {"path": str(root / "raw.zarr")},
         "output": {"path": str(root / f"{name}.zarr"), "dtype": "uint8", "chunk_size": CHUNK},
@@ -74,13 +79,14 @@ def make_config(root: Path, name: str, block: list[int], threads: int, device: s
         [str(BIN / "chunkflow"), "create-output", "--config", str(path)],
         check=True,
         capture_output=True,
+        env=env,
     )
     return path
 
 
-def run_block(config: Path) -> tuple[float, float]:
+def run_block(config: Path, env: dict[str, str]) -> tuple[float, float]:
     """Wall and CPU seconds (user + system) of one `chunkflow run-block` of block z0_y0_x0,
-    its state cleared first."""
+    run with ``env``, its state cleared first."""
     state = yaml.safe_load(config.read_text())["state_dir"]
     subprocess.run(["rm", "-rf", state], check=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -89,63 +95,94 @@ def run_block(config: Path) -> tuple[float, float]:
         [str(BIN / "chunkflow"), "run-block", "--config", str(config), "z0_y0_x0"],
         check=True,
         capture_output=True,
+        env=env,
     )
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def whole_jobs(root: Path, args: argparse.Namespace) -> tuple[dict[int, float], float]:
-    """Parts 1 and 2, in rounds: each round runs the small and the large block job for each
-    thread count, then the floor (``Floor``) once; returns the marginal Mvoxel/s per job for
-    each thread count and the floor's Mvoxel/s (medians over the rounds)."""
+@dataclass
+class Jobs:
+    """One checkout's block jobs at one thread count: a small and a large block, and each
+    round's (wall, CPU) seconds of both."""
+
+    checkout: str  # "this", or the --before checkout's path
+    threads: int
+    env: dict[str, str]
+    configs: list[Path]
+    runs: list[list[tuple[float, float]]] = field(default_factory=lambda: [[], []])
+
+    def one_round(self) -> None:
+        for config, runs in zip(self.configs, self.runs, strict=True):
+            runs.append(run_block(config, self.env))
+
+    def rates(self, small: int, large: int) -> list[float]:
+        """The marginal Mvoxel/s of each round."""
+        return [(large - small) / (lg[0] - sm[0]) / 1e6 for sm, lg in zip(*self.runs, strict=True)]
+
+
+def whole_jobs(root: Path, args: argparse.Namespace) -> None:
+    """Parts 1 and 2, in rounds: each round runs the small and the large block job of each
+    checkout (this one, and ``--before``) at each thread count, then the floor (``Floor``)."""
     small, large = int(np.prod(args.small)), int(np.prod(args.large))
-    configs = {
-        threads: [
-            make_config(root, f"{n}{threads}", b, threads, args.device)
-            for n, b in (("small", args.small), ("large", args.large))
-        ]
+    checkouts = {"this": dict(os.environ)}
+    if args.before:
+        checkouts[str(args.before)] = {**os.environ, "PYTHONPATH": str(args.before)}
+    jobs = [
+        Jobs(
+            checkout,
+            threads,
+            env,
+            [
+                make_config(root, f"{n}{threads}_{k}", b, threads, args.device, env)
+                for n, b in (("small", args.small), ("large", args.large))
+            ],
+        )
+        for k, (checkout, env) in enumerate(checkouts.items())
         for threads in args.threads
-    }
-    runs: dict[int, list[list[tuple[float, float]]]] = {t: [[], []] for t in args.threads}
+    ]
     floor_runs: list[tuple[float, float]] = []
     floor = None
     for _ in range(args.repeats):
-        for threads, pair in configs.items():
-            for i, config in enumerate(pair):
-                runs[threads][i].append(run_block(config))
-        floor = floor or Floor(root, args.large, args.threads[0])
+        for job in jobs:
+            job.one_round()
+        floor = floor or Floor(root, args.large, jobs[0].configs[1])
         floor_runs.append(floor.one_round())
     print(f"1. whole run-block processes, {args.small} and {args.large} blocks, medians of")
     print(f"   {args.repeats} rounds (each round: every job, then the floor of part 2); marginal")
     print("   between the two sizes:")
     print(
-        f"   {'threads':>7} {'small s':>8} {'large s':>8} {'Mvoxel/s':>9} {'per thread':>10} "
-        f"{'CPU s/Gvoxel':>12}"
+        f"   {'checkout':>8} {'threads':>7} {'small s':>8} {'large s':>8} {'Mvoxel/s':>9} "
+        f"{'per thread':>10} {'CPU s/Gvoxel':>12}"
     )
     rates = {}
-    for threads, (smalls, larges) in runs.items():
-        wall = [statistics.median(w for w, _ in r) for r in (smalls, larges)]
-        cpu = [statistics.median(c for _, c in r) for r in (smalls, larges)]
+    for job in jobs:
+        wall = [statistics.median(w for w, _ in r) for r in job.runs]
+        cpu = [statistics.median(c for _, c in r) for r in job.runs]
         rate = (large - small) / (wall[1] - wall[0]) / 1e6
         cpu_per_gvox = (cpu[1] - cpu[0]) / ((large - small) / 1e9)
-        rates[threads] = rate
+        rates[job.checkout, job.threads] = rate
+        name = job.checkout if job.checkout == "this" else "before"
         print(
-            f"   {threads:>7} {wall[0]:>8.2f} {wall[1]:>8.2f} {rate:>9.1f} "
-            f"{rate / threads:>10.1f} {cpu_per_gvox:>12.1f}"
+            f"   {name:>8} {job.threads:>7} {wall[0]:>8.2f} {wall[1]:>8.2f} {rate:>9.1f} "
+            f"{rate / job.threads:>10.1f} {cpu_per_gvox:>12.1f}"
         )
     assert floor is not None
     zarr_rate = floor.report(floor_runs)
-    best = max(rates, key=rates.get)
-    within = sorted(
-        (large - small) / (lg[0] - sm[0]) / 1e6 / (large / (r + w) / 1e6)
-        for sm, lg, (r, w) in zip(*runs[best], floor_runs, strict=True)
-    )
-    print(
-        f"\nours ({rates[best]:.1f} Mvoxel/s, {best} thread(s), the best) ÷ zarr alone: "
-        f"{rates[best] / zarr_rate:.2f}; within rounds: {', '.join(f'{x:.2f}' for x in within)}"
-    )
-    return rates, zarr_rate
+    floors = [large / (r + w) / 1e6 for r, w in floor_runs]
+    print()
+    for checkout in checkouts:
+        job = max(
+            (j for j in jobs if j.checkout == checkout), key=lambda j: rates[checkout, j.threads]
+        )
+        rate = rates[checkout, job.threads]
+        within = sorted(o / f for o, f in zip(job.rates(small, large), floors, strict=True))
+        name = "this checkout" if checkout == "this" else f"before ({checkout})"
+        print(
+            f"{name}: {rate:.1f} Mvoxel/s ({job.threads} thread(s), its best) ÷ zarr alone: "
+            f"{rate / zarr_rate:.2f}; within rounds: {', '.join(f'{x:.2f}' for x in within)}"
+        )
 
 
 def stages(root: Path, piece: list[int], rounds: int, device: str) -> None:
@@ -166,7 +203,7 @@ def stages(root: Path, piece: list[int], rounds: int, device: str) -> None:
     from chunkflow.state.run_state import RunState
     from chunkflow.volumes import open_input, open_output
 
-    config = make_config(root, "stages", piece, 2, device)
+    config = make_config(root, "stages", piece, 2, device, dict(os.environ))
     plan = make_plan(config_mod.parse(yaml.safe_load(config.read_text())))
     torch.set_num_threads(2)
     volume, output = open_input(plan.settings.input), open_output(plan.settings.output, "r+")
@@ -242,11 +279,11 @@ class Floor:
     back from its output first, untimed) into an array made as ours is (the same chunks and
     codecs), with all threads; then the bare codec on the same chunks."""
 
-    def __init__(self, root: Path, block: list[int], threads: int) -> None:
+    def __init__(self, root: Path, block: list[int], config: Path) -> None:
         from chunkflow.volumes.zarr_volume import ZarrVolume, create_array
 
         self.raw = zarr.open_array(str(root / "raw.zarr"), mode="r")
-        ours = ZarrVolume(str(root / f"large{threads}.zarr"))
+        ours = ZarrVolume(yaml.safe_load(config.read_text())["output"]["path"])
         create_array(str(root / "floor.zarr"), ours.info)
         self.out = zarr.open_array(str(root / "floor.zarr"), mode="r+")
         self.block = block
@@ -316,6 +353,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--before", type=Path, help="another checkout whose jobs run in the same rounds"
+    )
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
