@@ -1,8 +1,9 @@
 """The feed: a block job's non-network path, with the network's cost removed.
 
-A free model (one 1x1x1 convolution, 1 -> 3 channels, then a sigmoid), patches without overlap or
-context, a uint8 input (the demo volume tiled, zstd chunks of 32x256x256) and a 3-channel uint8
-output with the same chunks: what is left of a block job is reading, decoding, scaling, digests,
+A free model (one 1x1x1 convolution, 1 -> 3 channels, as issue 26 defines it; ``--sigmoid``: then a
+sigmoid, as the runs before 2026-12-07 evening had it), patches without overlap or context, a
+uint8 input (the demo volume tiled, zstd chunks of 32x256x256) and a 3-channel uint8 output with
+the same chunks: what is left of a block job is reading, decoding, scaling, digests,
 blending, conversion, encoding and writing. Three parts, in one run:
 
 1. whole `chunkflow run-block` processes of a small and a large block (``--small``,
@@ -21,6 +22,7 @@ blending, conversion, encoding and writing. Three parts, in one run:
 
     .venv/bin/python benchmarks/feed.py [--small 32 256 256] [--large 128 1024 1024]
         [--piece 64 512 512] [--threads 1 2] [--repeats 3] [--device cpu|cuda] [--before DIR]
+        [--sigmoid]
 """
 
 from __future__ import annotations
@@ -45,6 +47,18 @@ from streamed_block import write_volume
 BIN = Path(sys.executable).parent
 CHUNK = [32, 256, 256]
 FREE_NET = """\
+import torch
+from torch import nn
+
+
+def build_model():
+    conv = nn.Conv3d(1, 3, 1)  # weights that keep a [0, 1] input inside [0, 1]: nothing clipped
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([0.9, 0.6, 0.3]).reshape(3, 1, 1, 1, 1))
+        conv.bias.copy_(torch.tensor([0.05, 0.2, 0.35]))
+    return conv
+"""
+SIGMOID_NET = """\
 import torch
 from torch import nn
 
@@ -356,16 +370,18 @@ def main() -> None:
     parser.add_argument(
         "--before", type=Path, help="another checkout whose jobs run in the same rounds"
     )
+    parser.add_argument("--sigmoid", action="store_true", help="the free model ends in a sigmoid")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
         root = Path(tmp)
         write_volume(root / "raw.zarr", tuple(args.large))
-        (root / "free.py").write_text(FREE_NET)
+        net = SIGMOID_NET if args.sigmoid else FREE_NET
+        (root / "free.py").write_text(net)
         import torch
 
         namespace: dict = {}
-        exec(FREE_NET, namespace)
+        exec(net, namespace)
         torch.manual_seed(0)
         torch.save(namespace["build_model"]().state_dict(), root / "free.pt")
         whole_jobs(root, args)
