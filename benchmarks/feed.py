@@ -243,7 +243,7 @@ def stages(root: Path, piece: list[int], rounds: int, device: str) -> None:
 
     def one_round() -> None:
         raw = timed("read + decode input", lambda: volume.read(box))
-        timed("input digest (blake2b)", lambda: piece_state.input_digest(raw))
+        timed("input digest (sha256)", lambda: piece_state.input_digest(raw))
         scaled = timed("host: scale to float32", lambda: host.network_input(raw))
         summed = timed(
             "host: to device, forward, blend, back",

@@ -284,6 +284,33 @@ def test_a_block_killed_after_its_last_piece_ends_with_its_marker(small_config):
     assert again.timings_s["infer"] == 0 and DoneMarker.read(state.marker("z0_y0_x0")) == again
 
 
+def test_piece_progress_of_an_earlier_version_is_not_resumed(small_config, caplog):
+    """Progress recorded before the input digest became sha256 (it lacks
+    input_digest_algorithm) chains blake2b digests: the block is computed anew, not finished
+    with a chain of both."""
+    import json
+
+    from helpers import config_with
+
+    from chunkflow.job.local_run import run_locally
+    from chunkflow.job.piece_state import PieceState, PiecesWritten, _checked, _without_sum
+
+    plan = make_plan(config_mod.parse(config_with(small_config, piece_size=[4, 8, 16])))
+    first = {m.block: m for m in run_locally(plan)}["z0_y0_x0"]
+    state = RunState.of(plan)
+    state.marker("z0_y0_x0").unlink()
+    progress = PiecesWritten(first.pieces, first.output_sha256, False, first.input_digest)
+    PieceState(state, "z0_y0_x0", plan.piece_size, store_id(plan)).record(progress)
+    path = state.piece_progress("z0_y0_x0")
+    older = _without_sum(json.loads(path.read_text()))
+    del older["input_digest_algorithm"]
+    path.write_text(json.dumps(_checked(older)))
+    (again,) = run_blocks(plan, ["z0_y0_x0"])
+    assert again.timings_s["infer"] > 0  # computed, not finished from the progress
+    assert (again.output_sha256, again.input_digest) == (first.output_sha256, first.input_digest)
+    assert "another chunkflow version; computing the block anew" in caplog.text
+
+
 def test_a_damaged_output_store_is_one_line_saying_how_to_recover(small_config, tmp_path):
     """Its zarr.json lost: `status` still works and says why no block counts; the commands
     that need the store say, in one line, to move it aside; once moved, a run starts anew."""
@@ -421,7 +448,10 @@ def test_piece_state_of_a_store_taken_over_and_back_is_not_resumed(tmp_path):
     job = chunkflow("run-block", "--config", str(path), "z0_y0_x0")
     log = job.communicate()[1]
     assert job.returncode == 0, log
-    assert f"piece progress '{progress}' is of other settings or another output store" in log
+    assert (
+        f"piece progress '{progress}' is of other settings, another output store or another "
+        "chunkflow version" in log
+    )
     resumed = read_back(config["output"]["path"])[0]  # today: 5 pieces of the other run's
     np.testing.assert_array_equal(resumed, run_as_well(config, "uninterrupted"))
 

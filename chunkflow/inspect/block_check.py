@@ -113,5 +113,5 @@ def _check_input(
         except Exception as err:  # unreadable, or NaN where the job read numbers
             return [f"input unreadable: {first_line(err)}"], nbytes
         nbytes += raw.nbytes
-        chain = chain_digest(chain, input_digest(raw))
+        chain = chain_digest(chain, input_digest(raw, marker.input_digest_algorithm))
     return ([] if chain == marker.input_digest else ["input changed"]), nbytes

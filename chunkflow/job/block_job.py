@@ -20,6 +20,7 @@ from chunkflow.geometry.boxes import Box
 from chunkflow.geometry.grid import Block
 from chunkflow.geometry.pieces import PieceLayout
 from chunkflow.job.piece_state import (
+    INPUT_DIGEST,
     DamagedState,
     PieceState,
     PiecesWritten,
@@ -572,6 +573,7 @@ class BlockRunner:
             output_dtype=self._output.info.dtype,
             output_sha256=progress.digest,
             input_digest=progress.input_digest,
+            input_digest_algorithm=INPUT_DIGEST,
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             io_retries=counts.retries,
             missing_input_chunks=counts.missing,

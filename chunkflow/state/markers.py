@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 
 STAGES = ("read", "infer", "write", "total")
+INPUT_DIGESTS = ("sha256", "blake2b")  # input_digest_algorithm: block jobs' now; older markers'
 
 
 class MarkerError(ChunkflowError):
@@ -66,6 +67,7 @@ class DoneMarker:
     io_retries: int = 0  # object-store requests sent again after a transient error
     missing_input_chunks: int = 0  # read as the fill value (input.fill_missing)
     store_id: str | None = None  # the identity of the output store written (VolumeInfo.store_id)
+    input_digest_algorithm: str = INPUT_DIGESTS[1]  # of the pieces' digests (older markers lack it)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +103,12 @@ class DoneMarker:
             )
         if not isinstance(ran_on.get("device"), str):
             raise MarkerError(f"{source} has ran_on {_show(ran_on)}, without the device")
+        algorithm = data.get("input_digest_algorithm", INPUT_DIGESTS[1])
+        if algorithm not in INPUT_DIGESTS:
+            raise MarkerError(
+                f"{source} has input_digest_algorithm {_show(algorithm)}, not one of "
+                f"{', '.join(INPUT_DIGESTS)}"
+            )
         try:
             datetime.fromisoformat(data["finished"])
         except ValueError:
