@@ -103,19 +103,19 @@ class DoneMarker:
             )
         if not isinstance(ran_on.get("device"), str):
             raise MarkerError(f"{source} has ran_on {_show(ran_on)}, without the device")
-        algorithm = data.get("input_digest_algorithm", INPUT_DIGESTS[1])
-        if algorithm not in INPUT_DIGESTS:
-            raise MarkerError(
-                f"{source} has input_digest_algorithm {_show(algorithm)}, not one of "
-                f"{', '.join(INPUT_DIGESTS)}"
-            )
         try:
             datetime.fromisoformat(data["finished"])
         except ValueError:
             raise MarkerError(
                 f"{source} has finished {_show(data['finished'])}, not a time"
             ) from None
-        return cls(**{n: data[n] for n in names})
+        marker = cls(**{n: data[n] for n in names})
+        if marker.input_digest_algorithm not in INPUT_DIGESTS:  # (older markers: the default)
+            raise MarkerError(
+                f"{source} has input_digest_algorithm {_show(marker.input_digest_algorithm)}, "
+                f"not one of {', '.join(INPUT_DIGESTS)}"
+            )
+        return marker
 
     def write(self, state: RunState) -> Path:
         """Write the marker (atomically) where ``state`` keeps it; return the path."""
