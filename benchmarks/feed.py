@@ -116,6 +116,11 @@ def run_block(config: Path, env: dict[str, str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def marginal(small: int, large: int, small_s: float, large_s: float) -> float:
+    """Mvoxel/s between a job of ``small`` voxels taking ``small_s`` and one of ``large``."""
+    return (large - small) / (large_s - small_s) / 1e6
+
+
 @dataclass
 class Jobs:
     """One checkout's block jobs at one thread count: a small and a large block, and each
@@ -133,7 +138,7 @@ class Jobs:
 
     def rates(self, small: int, large: int) -> list[float]:
         """The marginal Mvoxel/s of each round."""
-        return [(large - small) / (lg[0] - sm[0]) / 1e6 for sm, lg in zip(*self.runs, strict=True)]
+        return [marginal(small, large, sm[0], lg[0]) for sm, lg in zip(*self.runs, strict=True)]
 
 
 def whole_jobs(root: Path, args: argparse.Namespace) -> None:
@@ -174,7 +179,7 @@ def whole_jobs(root: Path, args: argparse.Namespace) -> None:
     for job in jobs:
         wall = [statistics.median(w for w, _ in r) for r in job.runs]
         cpu = [statistics.median(c for _, c in r) for r in job.runs]
-        rate = (large - small) / (wall[1] - wall[0]) / 1e6
+        rate = marginal(small, large, *wall)
         cpu_per_gvox = (cpu[1] - cpu[0]) / ((large - small) / 1e9)
         rates[job.checkout, job.threads] = rate
         name = job.checkout if job.checkout == "this" else "before"
